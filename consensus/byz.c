@@ -1,0 +1,84 @@
+/*
+ * byz.c - adversary state and decisions. The mutations themselves are applied inside
+ * replica.c's outbound path (send_msg), before signing, so lies carry valid signatures.
+ */
+#include "consensus/byz_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const mode_names[PBFT_BYZ__COUNT] = {
+    "honest", "silent",      "equivocate",   "wrong-digest", "bad-signature",
+    "replay", "conflict-vc", "slow-primary", "mutate",
+};
+
+const char *pbft_byz_mode_name(int mode)
+{
+    if (mode < 0 || mode >= PBFT_BYZ__COUNT)
+        return "unknown";
+    return mode_names[mode];
+}
+
+int pbft_byz_mode_parse(const char *name)
+{
+    for (int i = 0; i < PBFT_BYZ__COUNT; i++)
+        if (strcmp(name, mode_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int pbft_byz_new(const pbft_byz_config *c, pbft_byz **out)
+{
+    *out = NULL;
+    if (c->mode < 0 || c->mode >= PBFT_BYZ__COUNT || c->percent > 100)
+        return -1;
+    pbft_byz *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return -1;
+    b->c = *c;
+    if (b->c.percent == 0)
+        b->c.percent = 50;
+    b->rng = c->seed ^ 0x9e3779b97f4a7c15ull;
+    *out = b;
+    return 0;
+}
+
+void pbft_byz_free(pbft_byz *b)
+{
+    if (b == NULL)
+        return;
+    for (unsigned i = 0; i < PBFT_BYZ_REPLAY_RING; i++)
+        free(b->ring[i].p);
+    free(b);
+}
+
+uint64_t pbft_byz_actions(const pbft_byz *b)
+{
+    return b == NULL ? 0 : b->actions;
+}
+
+uint64_t pbft__byz_next(pbft_byz *b)
+{
+    uint64_t z = (b->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+bool pbft__byz_chance(pbft_byz *b, uint32_t percent)
+{
+    return pbft__byz_next(b) % 100 < percent;
+}
+
+void pbft__byz_remember(pbft_byz *b, const uint8_t *p, size_t n, uint64_t view)
+{
+    uint8_t *copy = malloc(n);
+    if (copy == NULL)
+        return;
+    memcpy(copy, p, n);
+    unsigned i = b->ring_next++ % PBFT_BYZ_REPLAY_RING;
+    free(b->ring[i].p);
+    b->ring[i].p = copy;
+    b->ring[i].n = n;
+    b->ring[i].view = view;
+}

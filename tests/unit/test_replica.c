@@ -1,0 +1,631 @@
+/*
+ * test_replica.c - unit tests of the PBFT core through its public API, with a tiny in-order
+ * network (the full seeded simulator with faults lives in tests/sim/).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "consensus/byz.h"
+#include "consensus/replica.h"
+
+#define MAXN 7
+#define QCAP 200000
+
+struct pkt {
+    uint16_t to;
+    uint8_t *p;
+    size_t n;
+};
+
+struct rec {
+    uint8_t key[PBFT_REC_KEY_BYTES];
+    uint8_t *v;
+    size_t n;
+};
+
+struct node {
+    pbft_config cfg;
+    pbft_replica *r;
+    bool down;
+    uint64_t deadline;
+    /* durable */
+    struct rec *recs;
+    size_t nrec, caprec;
+    uint64_t height;
+    pbft_digest chain[4096];
+    pbft_digest digest[4096];
+    uint8_t *blocks[4096];
+    size_t block_n[4096];
+    uint8_t *certs[4096];
+    size_t cert_n[4096];
+    uint16_t cert_count[4096];
+};
+
+struct net {
+    int n;
+    uint64_t now;
+    struct node nodes[MAXN];
+    struct pkt *q;
+    size_t qh, qt;
+    bool cut[MAXN][MAXN]; /* cut[a][b]: a's messages to b are lost */
+    uint8_t sk[MAXN][64];
+    uint8_t client_sk[64];
+    uint8_t client_pk[32];
+    uint64_t nonce;
+};
+
+static const uint8_t *chain_id(void)
+{
+    static uint8_t c[32];
+    static bool init;
+    if (!init) {
+        keys_sha256((const uint8_t *)"unit", 4, c);
+        init = true;
+    }
+    return c;
+}
+
+static void rec_apply(struct node *nd, const pbft_persist *p)
+{
+    if (p->op == PBFT_PERSIST_DEL_BELOW) {
+        size_t w = 0;
+        for (size_t i = 0; i < nd->nrec; i++) {
+            struct rec *x = &nd->recs[i];
+            bool del = x->key[0] == p->key[0] && memcmp(x->key + 1, p->key + 1, 8) <= 0;
+            if (del)
+                free(x->v);
+            else
+                nd->recs[w++] = *x;
+        }
+        nd->nrec = w;
+        return;
+    }
+    for (size_t i = 0; i < nd->nrec; i++)
+        if (memcmp(nd->recs[i].key, p->key, PBFT_REC_KEY_BYTES) == 0) {
+            free(nd->recs[i].v);
+            nd->recs[i].v = malloc(p->value.n);
+            memcpy(nd->recs[i].v, p->value.p, p->value.n);
+            nd->recs[i].n = p->value.n;
+            return;
+        }
+    if (nd->nrec == nd->caprec) {
+        nd->caprec = nd->caprec ? nd->caprec * 2 : 64;
+        nd->recs = realloc(nd->recs, nd->caprec * sizeof *nd->recs);
+    }
+    struct rec *x = &nd->recs[nd->nrec++];
+    memcpy(x->key, p->key, PBFT_REC_KEY_BYTES);
+    x->v = malloc(p->value.n);
+    memcpy(x->v, p->value.p, p->value.n);
+    x->n = p->value.n;
+}
+
+static void enqueue(struct net *net, uint16_t from, uint16_t to, const uint8_t *p, size_t n)
+{
+    if (net->cut[from][to] || net->nodes[to].down)
+        return;
+    assert_true(net->qt < QCAP);
+    struct pkt *k = &net->q[net->qt++];
+    k->to = to;
+    k->p = malloc(n);
+    memcpy(k->p, p, n);
+    k->n = n;
+}
+
+static void process(struct net *net, int i, pbft_output *o);
+
+static void step(struct net *net, int i, const pbft_event *ev)
+{
+    pbft_output *o = NULL;
+    assert_int_equal(pbft_replica_step(net->nodes[i].r, ev, &o), 0);
+    process(net, i, o);
+}
+
+static void process(struct net *net, int i, pbft_output *o)
+{
+    struct node *nd = &net->nodes[i];
+    for (size_t k = 0; k < o->n_persist; k++)
+        rec_apply(nd, &o->persist[k]);
+    for (size_t k = 0; k < o->n_sends; k++) {
+        const pbft_send *s = &o->sends[k];
+        for (int j = 0; j < net->n; j++)
+            if ((s->to == PBFT_TO_ALL && j != i) || s->to == j)
+                enqueue(net, (uint16_t)i, (uint16_t)j, s->frame.p, s->frame.n);
+    }
+    nd->deadline = o->deadline_ms;
+    /* Copy commits and serves before feeding EXECUTED (which reuses the output). */
+    size_t nc = o->n_commits;
+    uint64_t seqs[64];
+    assert_true(nc <= 64);
+    for (size_t k = 0; k < nc; k++) {
+        const pbft_commit *c = &o->commits[k];
+        assert_int_equal(c->seq, nd->height + 1);
+        nd->height = c->seq;
+        nd->chain[c->seq] = c->chain;
+        nd->digest[c->seq] = c->d;
+        nd->blocks[c->seq] = malloc(c->block.n);
+        memcpy(nd->blocks[c->seq], c->block.p, c->block.n);
+        nd->block_n[c->seq] = c->block.n;
+        nd->certs[c->seq] = malloc(c->cert.region.n + 1);
+        memcpy(nd->certs[c->seq], c->cert.region.p, c->cert.region.n);
+        nd->cert_n[c->seq] = c->cert.region.n;
+        nd->cert_count[c->seq] = c->cert.count;
+        seqs[k] = c->seq;
+    }
+    size_t ns = o->n_serves;
+    pbft_serve serves[16];
+    assert_true(ns <= 16);
+    memcpy(serves, o->serves, ns * sizeof *serves);
+    for (size_t k = 0; k < nc; k++) {
+        pbft_event ev = {.kind = PBFT_EV_EXECUTED, .now_ms = net->now};
+        ev.u.exec.seq = seqs[k];
+        keys_sha256(nd->chain[seqs[k]].b, 32, ev.u.exec.app_hash);
+        step(net, i, &ev);
+    }
+    for (size_t k = 0; k < ns; k++) {
+        pbft_state_reply sr;
+        pbft_state_reply_begin(&sr, (uint16_t)i, PBFT_MAX_MSG_BYTES);
+        for (uint64_t h = serves[k].from_seq; h <= serves[k].to_seq && h <= nd->height; h++) {
+            pbft_list cert = {nd->cert_count[h], {nd->certs[h], nd->cert_n[h]}};
+            if (pbft_state_reply_add(&sr, (pbft_span){nd->blocks[h], nd->block_n[h]}, &cert))
+                break;
+        }
+        pbft_state_reply_seal(&sr, chain_id(), net->sk[i]);
+        enqueue(net, (uint16_t)i, serves[k].to, sr.w.p, sr.w.len);
+        pbft_wbuf_free(&sr.w);
+    }
+}
+
+static void node_start(struct net *net, int i)
+{
+    struct node *nd = &net->nodes[i];
+    char err[200];
+    if (pbft_replica_new(&nd->cfg, &nd->r, err, sizeof err) != 0)
+        fail_msg("pbft_replica_new: %s", err);
+    pbft_digest g;
+    memcpy(g.b, nd->cfg.genesis, 32);
+    uint8_t app[32] = {0};
+    if (nd->height > 0) {
+        g = nd->chain[nd->height];
+        keys_sha256(g.b, 32, app);
+    }
+    assert_int_equal(pbft_replica_restore_executed(nd->r, nd->height, &g, app), 0);
+    /* replay records in key order */
+    for (size_t a = 0; a < nd->nrec; a++)
+        for (size_t b = a + 1; b < nd->nrec; b++)
+            if (memcmp(nd->recs[b].key, nd->recs[a].key, PBFT_REC_KEY_BYTES) < 0) {
+                struct rec t = nd->recs[a];
+                nd->recs[a] = nd->recs[b];
+                nd->recs[b] = t;
+            }
+    for (size_t a = 0; a < nd->nrec; a++)
+        assert_int_equal(
+            pbft_replica_restore_record(nd->r, nd->recs[a].key, nd->recs[a].v, nd->recs[a].n), 0);
+    pbft_output *o;
+    assert_int_equal(pbft_replica_start(nd->r, net->now, &o), 0);
+    nd->down = false;
+    process(net, i, o);
+}
+
+static struct net *net_new(int n, void (*tweak)(pbft_config *))
+{
+    assert_int_equal(keys_init(), 0);
+    struct net *net = calloc(1, sizeof *net);
+    net->n = n;
+    net->q = calloc(QCAP, sizeof *net->q);
+    uint8_t pks[MAXN][32];
+    for (int i = 0; i < n; i++) {
+        uint8_t seed[32] = {(uint8_t)(i + 1)};
+        keys_from_seed(seed, pks[i], net->sk[i]);
+    }
+    uint8_t cseed[32] = {0xcc};
+    keys_from_seed(cseed, net->client_pk, net->client_sk);
+    for (int i = 0; i < n; i++) {
+        pbft_config *c = &net->nodes[i].cfg;
+        memset(c, 0, sizeof *c);
+        pbft_config_defaults(c);
+        c->n = (uint16_t)n;
+        c->id = (uint16_t)i;
+        memcpy(c->chain, chain_id(), 32);
+        keys_sha256((const uint8_t *)"genesis", 7, c->genesis);
+        for (int j = 0; j < n; j++)
+            memcpy(c->pubkeys[j], pks[j], 32);
+        memcpy(c->sk, net->sk[i], 64);
+        c->checkpoint_interval = 4;
+        c->window = 8;
+        c->max_inflight = 8;
+        c->max_block_txs = 4;
+        c->block_interval_ms = 5;
+        c->view_timeout_ms = 1000;
+        c->view_timeout_max_ms = 8000;
+        c->resend_ms = 200;
+        c->state_retry_ms = 300;
+        if (tweak)
+            tweak(c);
+        node_start(net, i);
+    }
+    return net;
+}
+
+static void net_free(struct net *net)
+{
+    for (size_t k = net->qh; k < net->qt; k++)
+        free(net->q[k].p);
+    for (int i = 0; i < net->n; i++) {
+        struct node *nd = &net->nodes[i];
+        pbft_replica_free(nd->r);
+        for (size_t k = 0; k < nd->nrec; k++)
+            free(nd->recs[k].v);
+        free(nd->recs);
+        for (uint64_t h = 1; h <= nd->height; h++) {
+            free(nd->blocks[h]);
+            free(nd->certs[h]);
+        }
+    }
+    free(net->q);
+    free(net);
+}
+
+/* run delivers messages in order; when the queue is empty, advances time to the next
+ * deadline. Stops at time `until` or when cond holds. */
+static bool run(struct net *net, uint64_t until, bool (*cond)(struct net *))
+{
+    while (net->now <= until) {
+        if (cond != NULL && cond(net))
+            return true;
+        if (net->qh < net->qt) {
+            struct pkt k = net->q[net->qh++];
+            if (net->qh == net->qt)
+                net->qh = net->qt = 0;
+            if (getenv("PBFT_TEST_TRACE") != NULL && k.n > 4)
+                fprintf(stderr, "t=%lu deliver type=%u from=%u to=%u len=%zu\n",
+                        (unsigned long)net->now, k.p[1], (unsigned)(k.p[2] << 8 | k.p[3]), k.to,
+                        k.n);
+            if (getenv("PBFT_TEST_TRACE") != NULL && k.p[1] == 7) {
+                pbft_env e;
+                int rc = pbft_frame_decode(k.p, k.n, &e);
+                fprintf(stderr, "  decode rc=%d (%s)\n", rc, pbft_strerror(rc));
+                for (size_t b = 0; b < k.n && b < 80; b++)
+                    fprintf(stderr, "%02x", k.p[b]);
+                fprintf(stderr, "\n");
+            }
+            if (!net->nodes[k.to].down) {
+                pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+                ev.u.msg.p = k.p;
+                ev.u.msg.n = k.n;
+                step(net, k.to, &ev);
+            }
+            free(k.p);
+            continue;
+        }
+        uint64_t next = UINT64_MAX;
+        for (int i = 0; i < net->n; i++)
+            if (!net->nodes[i].down && net->nodes[i].deadline < next)
+                next = net->nodes[i].deadline;
+        if (next == UINT64_MAX || next > until)
+            break;
+        net->now = next > net->now ? next : net->now + 1;
+        for (int i = 0; i < net->n; i++)
+            if (!net->nodes[i].down && net->nodes[i].deadline <= net->now) {
+                pbft_event ev = {.kind = PBFT_EV_TICK, .now_ms = net->now};
+                step(net, i, &ev);
+            }
+    }
+    return cond != NULL && cond(net);
+}
+
+static int submit(struct net *net, int to)
+{
+    uint8_t tx[256];
+    size_t n;
+    uint8_t dest[32] = {9};
+    assert_int_equal(pbft_tx_encode_transfer(chain_id(), net->client_sk, net->nonce++, dest, 5, tx,
+                                             sizeof tx, &n),
+                     PBFT_OK);
+    pbft_event ev = {.kind = PBFT_EV_REQUEST, .now_ms = net->now};
+    ev.u.req.p = tx;
+    ev.u.req.n = n;
+    pbft_output *o;
+    assert_int_equal(pbft_replica_step(net->nodes[to].r, &ev, &o), 0);
+    int st = o->request_status;
+    process(net, to, o);
+    return st;
+}
+
+static uint64_t want_height;
+static bool all_at_height(struct net *net)
+{
+    for (int i = 0; i < net->n; i++)
+        if (!net->nodes[i].down && net->nodes[i].height < want_height)
+            return false;
+    return true;
+}
+
+static void assert_agreement(struct net *net)
+{
+    for (int i = 0; i < net->n; i++)
+        for (int j = 0; j < net->n; j++) {
+            uint64_t h = net->nodes[i].height < net->nodes[j].height ? net->nodes[i].height
+                                                                     : net->nodes[j].height;
+            for (uint64_t k = 1; k <= h; k++)
+                assert_memory_equal(net->nodes[i].chain[k].b, net->nodes[j].chain[k].b, 32);
+        }
+}
+
+static uint64_t total_txs(struct net *net, int i)
+{
+    return pbft_replica_stats(net->nodes[i].r)->txs_committed;
+}
+
+/* Four honest replicas commit a submitted transaction, all with the same chain. */
+static void test_replica_normal_case_commits(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    want_height = 1;
+    assert_true(run(net, 10000, all_at_height));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(total_txs(net, i), 1);
+        assert_int_equal(net->nodes[i].cert_count[1], 3); /* 2f+1 commits */
+    }
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A transaction submitted to a backup is forwarded to the primary and commits. */
+static void test_replica_backup_forwards_commits(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    want_height = 1;
+    assert_true(run(net, 10000, all_at_height));
+    assert_int_equal(total_txs(net, 3), 1);
+    net_free(net);
+}
+
+/* Many transactions: blocks are cut at max_block_txs, checkpoints become stable and the log
+ * is collected (the low watermark moves). */
+static void test_replica_many_blocks_checkpoints_advance(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    for (int k = 0; k < 60; k++)
+        assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    want_height = 15;
+    assert_true(run(net, 60000, all_at_height));
+    run(net, net->now + 1000, NULL); /* let the last checkpoint messages land */
+    for (int i = 0; i < 4; i++) {
+        if (pbft_replica_stable(net->nodes[i].r) < 12)
+            fprintf(stderr, "replica %d stable %lu exec %lu\n", i,
+                    (unsigned long)pbft_replica_stable(net->nodes[i].r),
+                    (unsigned long)pbft_replica_executed(net->nodes[i].r));
+        assert_int_equal(total_txs(net, i), 60);
+        assert_true(pbft_replica_stable(net->nodes[i].r) >= 12);
+    }
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A duplicate submission is refused as such; garbage is refused as malformed. */
+static void test_replica_request_duplicate_and_malformed_refused(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    uint8_t tx[256];
+    size_t n;
+    uint8_t dest[32] = {9};
+    assert_int_equal(
+        pbft_tx_encode_transfer(chain_id(), net->client_sk, 0, dest, 5, tx, sizeof tx, &n),
+        PBFT_OK);
+    pbft_event ev = {.kind = PBFT_EV_REQUEST, .now_ms = 0};
+    ev.u.req.p = tx;
+    ev.u.req.n = n;
+    pbft_output *o;
+    assert_int_equal(pbft_replica_step(net->nodes[0].r, &ev, &o), 0);
+    assert_int_equal(o->request_status, PBFT_REQ_ACCEPTED);
+    assert_int_equal(pbft_replica_step(net->nodes[0].r, &ev, &o), 0);
+    assert_int_equal(o->request_status, PBFT_REQ_DUPLICATE);
+    tx[n - 1] ^= 1; /* signature byte */
+    assert_int_equal(pbft_replica_step(net->nodes[0].r, &ev, &o), 0);
+    assert_int_equal(o->request_status, PBFT_REQ_BAD_SIGNATURE);
+    ev.u.req.n = 10;
+    assert_int_equal(pbft_replica_step(net->nodes[0].r, &ev, &o), 0);
+    assert_int_equal(o->request_status, PBFT_REQ_MALFORMED);
+    net_free(net);
+}
+
+/* Garbage and forged frames from the network are counted by reason, never crash. */
+static void test_replica_bad_frames_counted_and_dropped(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[1].r;
+    pbft_output *o;
+    uint8_t junk[100];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (uint8_t)(i * 7);
+    pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = 0};
+    ev.u.msg.p = junk;
+    ev.u.msg.n = sizeof junk;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_MALFORMED], 1);
+
+    /* A PREPARE signed by replica 2's key but claiming to be from replica 3. */
+    pbft_wbuf w = {0};
+    pbft_wbuf_init(&w, 1 << 20);
+    pbft_vote v = {.view = 0, .seq = 1};
+    pbft_put_vote_msg(&w, PBFT_MSG_PREPARE, 3, &v, chain_id(), net->sk[2]);
+    pbft_put_attach(&w, NULL, 0);
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_BAD_SIGNATURE], 1);
+
+    /* An unknown sender id. */
+    pbft_wbuf_reset(&w);
+    pbft_put_vote_msg(&w, PBFT_MSG_PREPARE, 9, &v, chain_id(), net->sk[2]);
+    pbft_put_attach(&w, NULL, 0);
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_UNKNOWN_SENDER], 1);
+
+    /* A correctly signed PREPARE from a later view is dropped as wrong view; one far above the
+     * watermarks as out of window. */
+    pbft_wbuf_reset(&w);
+    v.view = 5;
+    pbft_put_vote_msg(&w, PBFT_MSG_PREPARE, 2, &v, chain_id(), net->sk[2]);
+    pbft_put_attach(&w, NULL, 0);
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_WRONG_VIEW], 1);
+    pbft_wbuf_reset(&w);
+    v.view = 0;
+    v.seq = 1000;
+    pbft_put_vote_msg(&w, PBFT_MSG_PREPARE, 2, &v, chain_id(), net->sk[2]);
+    pbft_put_attach(&w, NULL, 0);
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_WATERMARK], 1);
+    pbft_wbuf_free(&w);
+    net_free(net);
+}
+
+static bool view_changed(struct net *net)
+{
+    for (int i = 1; i < net->n; i++)
+        if (pbft_replica_view(net->nodes[i].r) < 1 || pbft_replica_in_view_change(net->nodes[i].r))
+            return false;
+    return true;
+}
+
+/* A crashed primary is replaced: backups time out, change view, and commit in view 1. */
+static void test_replica_primary_crash_view_change_commits(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[0].down = true;
+    assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 20000, view_changed));
+    want_height = 1;
+    assert_true(run(net, 40000, all_at_height));
+    for (int i = 1; i < 4; i++) {
+        assert_int_equal(pbft_replica_view(net->nodes[i].r), 1);
+        assert_true(pbft_replica_stats(net->nodes[i].r)->view_changes[PBFT_VC_REQUEST_TIMEOUT] +
+                        pbft_replica_stats(net->nodes[i].r)->view_changes[PBFT_VC_JOINED] >=
+                    1);
+    }
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A backup that was down catches up by state transfer after the others checkpointed and
+ * collected their logs, and ends with the same chain. */
+static void test_replica_restart_catches_up_by_state_transfer(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[3].down = true;
+    pbft_replica_free(net->nodes[3].r);
+    net->nodes[3].r = NULL;
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = 10;
+    assert_true(run(net, 60000, all_at_height));
+    node_start(net, 3);
+    submit(net, 0);
+    want_height = 11;
+    bool ok = run(net, net->now + 60000, all_at_height);
+    if (!ok)
+        for (int i = 0; i < 4; i++)
+            fprintf(stderr,
+                    "replica %d h=%lu stable %lu exec %lu view %lu st=%lu drops bad_state=%lu "
+                    "stale=%lu\n",
+                    i, (unsigned long)net->nodes[i].height,
+                    (unsigned long)pbft_replica_stable(net->nodes[i].r),
+                    (unsigned long)pbft_replica_executed(net->nodes[i].r),
+                    (unsigned long)pbft_replica_view(net->nodes[i].r),
+                    (unsigned long)pbft_replica_stats(net->nodes[i].r)->state_transfers,
+                    (unsigned long)pbft_replica_stats(net->nodes[i].r)->drops[PBFT_DROP_BAD_STATE],
+                    (unsigned long)pbft_replica_stats(net->nodes[i].r)->drops[PBFT_DROP_STALE]);
+    if (!ok)
+        for (int d = 0; d < PBFT_DROP__COUNT; d++)
+            fprintf(stderr, "  r3 drop %s = %lu\n", pbft_drop_name(d),
+                    (unsigned long)pbft_replica_stats(net->nodes[0].r)->drops[d]);
+    assert_true(ok);
+    assert_true(pbft_replica_stats(net->nodes[3].r)->state_transfers > 0);
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A restarted primary keeps its promises: it recovers its view and log from its records
+ * and the network keeps committing with one chain. */
+static void test_replica_restart_from_records_keeps_chain(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    for (int k = 0; k < 10; k++)
+        submit(net, 0);
+    want_height = 3;
+    assert_true(run(net, 60000, all_at_height));
+    for (int i = 0; i < 4; i++) {
+        pbft_replica_free(net->nodes[i].r);
+        node_start(net, i);
+    }
+    for (int k = 0; k < 10; k++)
+        submit(net, 0);
+    want_height = 5;
+    assert_true(run(net, net->now + 60000, all_at_height));
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* Config validation names the offending key. */
+static void test_replica_config_invalid_names_key(void **state)
+{
+    (void)state;
+    pbft_config c;
+    memset(&c, 0, sizeof c);
+    pbft_config_defaults(&c);
+    c.n = 4;
+    char err[256];
+    assert_int_equal(pbft_config_validate(&c, err, sizeof err), 0);
+    c.window = c.checkpoint_interval + 1;
+    assert_int_equal(pbft_config_validate(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "window"));
+    pbft_config_defaults(&c);
+    c.n = 3;
+    assert_int_equal(pbft_config_validate(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "n:"));
+    c.n = 4;
+    c.view_timeout_max_ms = 1;
+    assert_int_equal(pbft_config_validate(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "view_timeout_max_ms"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replica_normal_case_commits),
+        cmocka_unit_test(test_replica_backup_forwards_commits),
+        cmocka_unit_test(test_replica_many_blocks_checkpoints_advance),
+        cmocka_unit_test(test_replica_request_duplicate_and_malformed_refused),
+        cmocka_unit_test(test_replica_bad_frames_counted_and_dropped),
+        cmocka_unit_test(test_replica_primary_crash_view_change_commits),
+        cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
+        cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
+        cmocka_unit_test(test_replica_config_invalid_names_key),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
