@@ -164,6 +164,10 @@ struct pbft_replica {
     uint64_t held_bytes; /* their total size */
     pbft_digest *fifo;   /* primary proposal queue (hashes; stale entries skipped) */
     uint32_t fifo_cap, fifo_head, fifo_len;
+    /* Entries held, queued and not in a block (invariant: inblock => !queued), counted
+     * incrementally because try_propose runs after every event. */
+    uint32_t q_count;
+    uint64_t q_bytes;
     pbft_digest *done; /* ring of committed hashes, for dedup of replays */
     uint32_t done_cap, done_next, done_len;
 
@@ -385,6 +389,8 @@ static uint32_t tx_home(const pbft_replica *r, const pbft_digest *h)
     return v & (r->tx_cap - 1);
 }
 
+static void unqueue(pbft_replica *r, struct txent *e);
+
 static struct txent *tx_find(pbft_replica *r, const pbft_digest *h)
 {
     for (uint32_t i = tx_home(r, h);; i = (i + 1) & (r->tx_cap - 1)) {
@@ -401,6 +407,7 @@ static void tx_remove(pbft_replica *r, struct txent *e)
 {
     uint32_t mask = r->tx_cap - 1;
     uint32_t i = (uint32_t)(e - r->tx);
+    unqueue(r, e);
     if (e->state == TX_HELD) {
         r->held--;
         r->held_bytes -= e->n;
@@ -452,6 +459,15 @@ static void tx_mark_done(pbft_replica *r, const pbft_digest *h)
     r->done_len++;
 }
 
+static void unqueue(pbft_replica *r, struct txent *e)
+{
+    if (e->queued) {
+        e->queued = false;
+        r->q_count--;
+        r->q_bytes -= 4 + e->n;
+    }
+}
+
 static void fifo_push(pbft_replica *r, const pbft_digest *h)
 {
     if (r->fifo_len == r->fifo_cap) {
@@ -475,6 +491,17 @@ static void fifo_push(pbft_replica *r, const pbft_digest *h)
     }
     r->fifo[(r->fifo_head + r->fifo_len) % r->fifo_cap] = *h;
     r->fifo_len++;
+}
+
+/* enqueue_tx puts a held transaction on the primary's proposal queue. */
+static void enqueue_tx(pbft_replica *r, struct txent *e)
+{
+    if (e->queued || e->inblock || e->state != TX_HELD)
+        return;
+    e->queued = true;
+    r->q_count++;
+    r->q_bytes += 4 + e->n;
+    fifo_push(r, &e->h);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -879,8 +906,10 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
         pbft_digest h;
         pbft_tx_hash(t.p, t.n, &h);
         struct txent *e = tx_find(r, &h);
-        if (e != NULL && e->state == TX_HELD)
+        if (e != NULL && e->state == TX_HELD) {
+            unqueue(r, e);
             e->inblock = true;
+        }
     }
 }
 
@@ -1700,34 +1729,17 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
 /* ------------------------------------------------------------------------------------------
  * Client requests and batching.
  * ----------------------------------------------------------------------------------------*/
-static uint32_t queued_n(pbft_replica *r, uint64_t *bytes, uint64_t *oldest)
+/* queue_head drops stale FIFO heads and returns the oldest queued entry, or NULL. */
+static struct txent *queue_head(pbft_replica *r)
 {
-    /* Drop stale heads, then count. The FIFO holds at most fifo_cap entries. */
     while (r->fifo_len > 0) {
         struct txent *e = tx_find(r, &r->fifo[r->fifo_head]);
-        if (e != NULL && e->state == TX_HELD && e->queued && !e->inblock)
-            break;
-        if (e != NULL)
-            e->queued = false;
+        if (e != NULL && e->state == TX_HELD && e->queued)
+            return e;
         r->fifo_head = (r->fifo_head + 1) % r->fifo_cap;
         r->fifo_len--;
     }
-    uint32_t n = 0;
-    uint64_t b = 0;
-    *oldest = NONE;
-    for (uint32_t k = 0; k < r->fifo_len; k++) {
-        struct txent *e = tx_find(r, &r->fifo[(r->fifo_head + k) % r->fifo_cap]);
-        if (e != NULL && e->state == TX_HELD && e->queued && !e->inblock) {
-            if (n == 0)
-                *oldest = e->arrival_ms;
-            n++;
-            b += 4 + e->n;
-            if (n >= r->c.max_block_txs || b >= r->c.max_block_bytes)
-                break;
-        }
-    }
-    *bytes = b;
-    return n;
+    return NULL;
 }
 
 static bool can_propose(const pbft_replica *r)
@@ -1741,14 +1753,14 @@ static bool can_propose(const pbft_replica *r)
 static uint64_t try_propose(pbft_replica *r)
 {
     while (can_propose(r)) {
-        uint64_t bytes, oldest;
-        uint32_t n = queued_n(r, &bytes, &oldest);
-        if (n == 0)
+        struct txent *head = queue_head(r);
+        if (head == NULL)
             return NONE;
-        bool full =
-            n >= r->c.max_block_txs || bytes + PBFT_BLOCK_HEADER_BYTES >= r->c.max_block_bytes;
-        if (!full && r->now < oldest + r->c.block_interval_ms)
-            return oldest + r->c.block_interval_ms;
+        uint32_t n = r->q_count < r->c.max_block_txs ? r->q_count : r->c.max_block_txs;
+        bool full = r->q_count >= r->c.max_block_txs ||
+                    r->q_bytes + PBFT_BLOCK_HEADER_BYTES >= r->c.max_block_bytes;
+        if (!full && r->now < head->arrival_ms + r->c.block_interval_ms)
+            return head->arrival_ms + r->c.block_interval_ms;
 
         pbft_span *txs = malloc(n * sizeof *txs);
         if (txs == NULL)
@@ -1758,7 +1770,7 @@ static uint64_t try_propose(pbft_replica *r)
         while (k < n && r->fifo_len > 0) {
             pbft_digest h = r->fifo[r->fifo_head];
             struct txent *e = tx_find(r, &h);
-            if (e == NULL || e->state != TX_HELD || !e->queued || e->inblock) {
+            if (e == NULL || e->state != TX_HELD || !e->queued) {
                 r->fifo_head = (r->fifo_head + 1) % r->fifo_cap;
                 r->fifo_len--;
                 continue;
@@ -1768,7 +1780,7 @@ static uint64_t try_propose(pbft_replica *r)
             txs[k].p = e->tx;
             txs[k].n = e->n;
             size += 4 + e->n;
-            e->queued = false;
+            unqueue(r, e);
             e->inblock = true;
             k++;
             r->fifo_head = (r->fifo_head + 1) % r->fifo_cap;
@@ -1834,7 +1846,7 @@ static void send_request_to(pbft_replica *r, uint16_t to, const uint8_t *tx, siz
 }
 
 /* accept_tx admits a transaction into the pool: bounded, deduplicated, signature checked.
- * A backup forwards a client's transaction to the primary and watches it: if it is not
+ * A backup forwards a client's transaction to the other replicas and watches it: if it is not
  * committed in time the request timer fires and the view changes [OSDI §4.4]. */
 static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool from_client)
 {
@@ -1865,11 +1877,12 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
     r->held++;
     r->held_bytes += n;
     if (is_primary(r) && !r->in_vc) {
-        e->queued = true;
-        fifo_push(r, &h);
+        enqueue_tx(r, e);
     } else if (from_client && !r->in_vc) {
+        /* To every replica, not only the primary: then every correct backup watches it, and
+         * a primary that censors it is timed out by 2f+1 of them together. */
         e->fwd_ms = r->now;
-        send_request_to(r, primary_of(r, r->view), p, n);
+        send_request_to(r, PBFT_TO_ALL, p, n);
     }
     update_req_timer(r, false);
     return PBFT_REQ_ACCEPTED;
@@ -2112,10 +2125,8 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
     if (is_primary(r)) {
         for (uint32_t i = 0; i < r->tx_cap; i++) {
             struct txent *t = &r->tx[i];
-            if (t->state == TX_HELD && !t->inblock && !t->queued) {
-                t->queued = true;
-                fifo_push(r, &t->h);
-            }
+            if (t->state == TX_HELD && !t->inblock)
+                enqueue_tx(r, t);
         }
     }
     r->req_deadline = NONE;
