@@ -1,0 +1,837 @@
+/*
+ * node.c - the pbftd runtime (see node.h).
+ */
+#include "node/node.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "consensus/byz.h"
+#include "crypto/keys.h"
+#include "node/ledger.h"
+#include "node/log.h"
+#include "node/transport.h"
+#include "rpc/rpc.h"
+#include "storage/store.h"
+
+#define NODE_BATCH 256    /* events per loop iteration (one synced write) */
+#define NODE_QUEUE 65536  /* events waiting for the loop */
+#define NODE_VQUEUE 16384 /* frames waiting for verification */
+#define NODE_MAX_WORKERS 16
+#define NODE_MAX_DEPTH 64 /* EXECUTED feedback rounds per event */
+
+enum { EV_FRAME = 1, EV_REQUEST = 2 };
+
+/* A request waiting for the core's verdict (node_submit). */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int status;
+};
+
+struct qev {
+    int kind;
+    uint8_t *p;
+    size_t n;
+    bool pre;
+    struct waiter *w;
+};
+
+struct ring {
+    struct qev *v;
+    size_t cap, head, len;
+};
+
+struct outframe {
+    uint16_t to;
+    uint64_t due_ms; /* 0: now (after the write); else a Byzantine delay */
+    uint8_t *p;
+    size_t n;
+};
+
+struct node {
+    node_options opt;
+    char home[CONFIG_PATH_MAX];
+    node_config cfg;
+    genesis gen;
+    pbft_config pc;
+    uint8_t pk[32];
+    store *st;
+    ledger *lg;
+    pbft_replica *r;
+    pbft_byz *byz;
+    transport *tp;
+    rpc_server *rpc;
+
+    pthread_mutex_t mu; /* guards q, vq, stop, status */
+    pthread_cond_t cv;  /* loop: events or stop */
+    pthread_cond_t vcv; /* workers: frames or stop */
+    struct ring q;
+    struct ring vq;
+    volatile sig_atomic_t stop_flag;
+    bool stop;
+    pthread_t loop_th;
+    pthread_t workers[NODE_MAX_WORKERS];
+    uint32_t nworkers;
+    bool loop_started;
+
+    struct timespec t0;
+    uint64_t deadline;
+    store_batch *batch;
+    struct outframe *outs;
+    size_t nouts, capouts;
+    pbft_serve *serves;
+    size_t nserves, capserves;
+    uint64_t dropped_queue; /* incoming frames dropped: verify or event queue full */
+
+    node_status status;
+};
+
+/* ---------------------------------------------------------------------------------------- */
+
+static uint64_t now_ms(node *n)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t ms = (int64_t)(t.tv_sec - n->t0.tv_sec) * 1000 + (t.tv_nsec - n->t0.tv_nsec) / 1000000;
+    return (uint64_t)(ms < 0 ? 0 : ms) + 1;
+}
+
+static bool ring_push(struct ring *r, const struct qev *e)
+{
+    if (r->len == r->cap)
+        return false;
+    r->v[(r->head + r->len) % r->cap] = *e;
+    r->len++;
+    return true;
+}
+
+static bool ring_pop(struct ring *r, struct qev *e)
+{
+    if (r->len == 0)
+        return false;
+    *e = r->v[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+    return true;
+}
+
+/* on_recv runs on an nng thread: copy the frame and hand it to the verify workers. */
+static void on_recv(void *ctx, const uint8_t *p, size_t len)
+{
+    node *n = ctx;
+    struct qev e = {.kind = EV_FRAME, .n = len};
+    e.p = malloc(len ? len : 1);
+    if (e.p == NULL)
+        return;
+    memcpy(e.p, p, len);
+    pthread_mutex_lock(&n->mu);
+    bool ok = !n->stop && ring_push(&n->vq, &e);
+    if (ok)
+        pthread_cond_signal(&n->vcv);
+    else
+        n->dropped_queue++;
+    pthread_mutex_unlock(&n->mu);
+    if (!ok)
+        free(e.p);
+}
+
+static void *worker_main(void *arg)
+{
+    node *n = arg;
+    for (;;) {
+        struct qev e;
+        pthread_mutex_lock(&n->mu);
+        while (!n->stop && n->vq.len == 0)
+            pthread_cond_wait(&n->vcv, &n->mu);
+        if (n->stop) {
+            pthread_mutex_unlock(&n->mu);
+            return NULL;
+        }
+        ring_pop(&n->vq, &e);
+        pthread_mutex_unlock(&n->mu);
+        /* A frame that fails goes on unverified: the core re-checks it and counts the exact
+         * drop reason. */
+        e.pre = pbft_frame_preverify(&n->pc, e.p, e.n) == 0;
+        pthread_mutex_lock(&n->mu);
+        bool ok = !n->stop && ring_push(&n->q, &e);
+        if (ok)
+            pthread_cond_signal(&n->cv);
+        else
+            n->dropped_queue++;
+        pthread_mutex_unlock(&n->mu);
+        if (!ok)
+            free(e.p);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void fatal(node *n, const char *what, const char *msg)
+{
+    (void)n;
+    log_msg(LOG_ERROR, "fatal: %s: %s; stopping so nothing is sent that is not on disk", what, msg);
+    exit(2);
+}
+
+static void queue_out(node *n, uint16_t to, uint64_t due, const uint8_t *p, size_t len)
+{
+    if (n->nouts == n->capouts) {
+        size_t cap = n->capouts ? n->capouts * 2 : 256;
+        struct outframe *o = realloc(n->outs, cap * sizeof *o);
+        if (o == NULL)
+            return; /* dropped: PBFT retransmits */
+        n->outs = o;
+        n->capouts = cap;
+    }
+    uint8_t *c = malloc(len);
+    if (c == NULL)
+        return;
+    memcpy(c, p, len);
+    n->outs[n->nouts++] = (struct outframe){to, due, c, len};
+}
+
+static void step_and_collect(node *n, const pbft_event *ev, int depth);
+
+/* collect takes everything out of one output before the next call invalidates it. */
+static void collect(node *n, pbft_output *o, int depth)
+{
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < o->n_persist; i++)
+        store_batch_persist(n->batch, &o->persist[i]);
+    uint64_t t = now_ms(n);
+    for (size_t i = 0; i < o->n_sends; i++) {
+        const pbft_send *s = &o->sends[i];
+        queue_out(n, s->to, s->delay_ms ? t + s->delay_ms : 0, s->frame.p, s->frame.n);
+    }
+    for (size_t i = 0; i < o->n_serves; i++) {
+        if (n->nserves == n->capserves) {
+            size_t cap = n->capserves ? n->capserves * 2 : 16;
+            pbft_serve *sv = realloc(n->serves, cap * sizeof *sv);
+            if (sv == NULL)
+                break;
+            n->serves = sv;
+            n->capserves = cap;
+        }
+        n->serves[n->nserves++] = o->serves[i];
+    }
+    n->deadline = o->deadline_ms;
+    /* Execute committed blocks now (into the same batch), then report them to the core. */
+    size_t nc = o->n_commits;
+    if (nc == 0)
+        return;
+    uint64_t *seqs = malloc(nc * sizeof *seqs);
+    uint8_t(*apps)[32] = malloc(nc * 32);
+    if (seqs == NULL || apps == NULL)
+        fatal(n, "execute", "out of memory");
+    for (size_t i = 0; i < nc; i++) {
+        const pbft_commit *c = &o->commits[i];
+        if (ledger_execute(n->lg, c, n->batch, apps[i]) != STORE_OK)
+            fatal(n, "execute", "the ledger could not read its state");
+        seqs[i] = c->seq;
+        n->status.height = c->seq;
+        memcpy(n->status.last_chain, c->chain.b, 32);
+        memcpy(n->status.last_app_hash, apps[i], 32);
+    }
+    for (size_t i = 0; i < nc && depth < NODE_MAX_DEPTH; i++) {
+        pbft_event ev = {.kind = PBFT_EV_EXECUTED, .now_ms = now_ms(n)};
+        ev.u.exec.seq = seqs[i];
+        memcpy(ev.u.exec.app_hash, apps[i], 32);
+        step_and_collect(n, &ev, depth + 1);
+    }
+    free(seqs);
+    free(apps);
+}
+
+static void step_and_collect(node *n, const pbft_event *ev, int depth)
+{
+    pbft_output *o = NULL;
+    if (pbft_replica_step(n->r, ev, &o) != 0)
+        return;
+    int st = o->request_status;
+    collect(n, o, depth);
+    (void)st;
+}
+
+static void serve(node *n, const pbft_serve *sv)
+{
+    uint64_t head;
+    pbft_digest chain;
+    uint8_t app[32];
+    if (store_head(n->st, &head, &chain, app) != STORE_OK)
+        return;
+    static const pbft_digest zero;
+    pbft_state_reply sr;
+    pbft_state_reply_begin(&sr, n->pc.id, n->cfg.p2p_max_msg_bytes);
+    for (uint64_t h = sv->from_seq; h <= sv->to_seq && h <= head; h++) {
+        store_block_read b;
+        memset(&b, 0, sizeof b);
+        if (store_get_block(n->st, h, &b) != STORE_OK) {
+            store_block_read_free(&b);
+            break;
+        }
+        bool want = memcmp(sv->d.b, zero.b, 32) == 0 || memcmp(sv->d.b, b.digest.b, 32) == 0;
+        int rc = 0;
+        if (want) {
+            pbft_list cert = {b.cert_count, {b.cert, b.cert_n}};
+            rc = pbft_state_reply_add(&sr, (pbft_span){b.block, b.block_n}, &cert);
+        }
+        store_block_read_free(&b);
+        if (rc != 0)
+            break;
+    }
+    if (sr.count > 0) {
+        pbft_state_reply_seal(&sr, n->pc.chain, n->pc.sk);
+        if (sr.w.err == 0)
+            transport_send(n->tp, sv->to, sr.w.p, sr.w.len);
+    }
+    pbft_wbuf_free(&sr.w);
+}
+
+/* flush: durable first, then out. */
+static void flush(node *n)
+{
+    if (store_batch_count(n->batch) > 0) {
+        char err[512];
+        if (store_write(n->st, n->batch, true, err, sizeof err) != STORE_OK)
+            fatal(n, "store write", err);
+        store_batch_clear(n->batch);
+    }
+    ledger_written(n->lg);
+    uint64_t t = now_ms(n);
+    size_t keep = 0;
+    for (size_t i = 0; i < n->nouts; i++) {
+        struct outframe *o = &n->outs[i];
+        if (o->due_ms > t) {
+            n->outs[keep++] = *o; /* a Byzantine delay: later */
+            continue;
+        }
+        if (o->to == PBFT_TO_ALL) {
+            for (uint16_t j = 0; j < n->pc.n; j++)
+                if (j != n->pc.id)
+                    transport_send(n->tp, j, o->p, o->n);
+        } else {
+            transport_send(n->tp, o->to, o->p, o->n);
+        }
+        free(o->p);
+    }
+    n->nouts = keep;
+    for (size_t i = 0; i < n->nserves; i++)
+        serve(n, &n->serves[i]);
+    n->nserves = 0;
+}
+
+static void update_status(node *n)
+{
+    node_status s = n->status;
+    s.id = n->pc.id;
+    s.view = pbft_replica_view(n->r);
+    s.primary = pbft_replica_primary(n->r);
+    s.in_view_change = pbft_replica_in_view_change(n->r);
+    s.stable = pbft_replica_stable(n->r);
+    s.pending = pbft_replica_pending(n->r);
+    s.stats = *pbft_replica_stats(n->r);
+    s.catching_up = false;
+    uint64_t up = 0;
+    for (uint16_t j = 0; j < n->pc.n; j++) {
+        transport_peer_stats ps;
+        if (j == n->pc.id)
+            continue;
+        transport_peer_stats_get(n->tp, j, &ps);
+        up += ps.connected > 0;
+    }
+    s.peers_connected = up;
+    pthread_mutex_lock(&n->mu);
+    n->status = s;
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void *loop_main(void *arg)
+{
+    node *n = arg;
+    struct qev evs[NODE_BATCH];
+    for (;;) {
+        size_t got = 0;
+        pthread_mutex_lock(&n->mu);
+        for (;;) {
+            if (n->stop_flag)
+                n->stop = true;
+            if (n->stop || n->q.len > 0)
+                break;
+            uint64_t t = now_ms(n);
+            uint64_t wake = n->deadline;
+            for (size_t i = 0; i < n->nouts; i++)
+                if (n->outs[i].due_ms != 0 && n->outs[i].due_ms < wake)
+                    wake = n->outs[i].due_ms;
+            if (wake <= t)
+                break;
+            /* Sleep until the deadline, at most 100 ms (to notice a stop request). */
+            uint64_t ms = wake - t > 100 ? 100 : wake - t;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+            ts.tv_sec += (time_t)(ms / 1000) + ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+        }
+        if (n->stop) {
+            pthread_mutex_unlock(&n->mu);
+            break;
+        }
+        while (got < NODE_BATCH && ring_pop(&n->q, &evs[got]))
+            got++;
+        pthread_mutex_unlock(&n->mu);
+
+        for (size_t i = 0; i < got; i++) {
+            pbft_event ev = {.now_ms = now_ms(n)};
+            if (evs[i].kind == EV_FRAME) {
+                ev.kind = PBFT_EV_MESSAGE;
+                ev.u.msg.p = evs[i].p;
+                ev.u.msg.n = evs[i].n;
+                ev.u.msg.preverified = evs[i].pre;
+            } else {
+                ev.kind = PBFT_EV_REQUEST;
+                ev.u.req.p = evs[i].p;
+                ev.u.req.n = evs[i].n;
+                ev.u.req.preverified = evs[i].pre;
+            }
+            pbft_output *o = NULL;
+            int status = PBFT_REQ_FULL;
+            if (pbft_replica_step(n->r, &ev, &o) == 0) {
+                status = o->request_status;
+                collect(n, o, 0);
+            }
+            if (evs[i].w != NULL) {
+                pthread_mutex_lock(&evs[i].w->mu);
+                evs[i].w->status = status;
+                evs[i].w->done = true;
+                pthread_cond_signal(&evs[i].w->cv);
+                pthread_mutex_unlock(&evs[i].w->mu);
+            }
+            free(evs[i].p);
+        }
+        if (n->deadline != UINT64_MAX && now_ms(n) >= n->deadline) {
+            pbft_event ev = {.kind = PBFT_EV_TICK, .now_ms = now_ms(n)};
+            step_and_collect(n, &ev, 0);
+        }
+        flush(n);
+        update_status(n);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
+{
+    if (len > PBFT_MAX_TX_BYTES)
+        return PBFT_REQ_TOO_LARGE;
+    pbft_tx t;
+    if (pbft_tx_decode(tx, len, &t) != PBFT_OK)
+        return PBFT_REQ_MALFORMED;
+    /* Verify on the caller's thread (an RPC worker), not on the loop. */
+    if (!pbft_tx_verify(&t, n->pc.chain))
+        return PBFT_REQ_BAD_SIGNATURE;
+    struct waiter w;
+    struct qev e = {.kind = EV_REQUEST, .n = len, .pre = true, .w = wait ? &w : NULL};
+    e.p = malloc(len);
+    if (e.p == NULL)
+        return PBFT_REQ_FULL;
+    memcpy(e.p, tx, len);
+    if (wait) {
+        pthread_mutex_init(&w.mu, NULL);
+        pthread_cond_init(&w.cv, NULL);
+        w.done = false;
+        w.status = PBFT_REQ_FULL;
+    }
+    pthread_mutex_lock(&n->mu);
+    bool ok = !n->stop && ring_push(&n->q, &e);
+    if (ok)
+        pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    if (!ok)
+        free(e.p);
+    if (!wait)
+        return ok ? PBFT_REQ_ACCEPTED : PBFT_REQ_FULL;
+    if (ok) {
+        /* The loop answers every queued waiter, even when it stops (node_close), so this
+         * wait ends and the waiter on our stack is never used after we return. */
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return ok ? w.status : PBFT_REQ_FULL;
+}
+
+void node_status_get(node *n, node_status *out)
+{
+    pthread_mutex_lock(&n->mu);
+    *out = n->status;
+    pthread_mutex_unlock(&n->mu);
+}
+
+struct store *node_store(node *n)
+{
+    return n->st;
+}
+
+const genesis *node_genesis(node *n)
+{
+    return &n->gen;
+}
+
+const node_config *node_cfg(node *n)
+{
+    return &n->cfg;
+}
+
+int node_account(node *n, const uint8_t pk[32], uint64_t *balance, uint64_t *nonce)
+{
+    /* Read the durable state directly (RocksDB reads are thread-safe); at most one loop
+     * iteration behind the loop's own view. */
+    uint8_t key[33];
+    key[0] = 'a';
+    memcpy(key + 1, pk, 32);
+    uint8_t *v = NULL;
+    size_t vn = 0;
+    int rc = store_state_get(n->st, key, sizeof key, &v, &vn);
+    if (rc == STORE_E_NOTFOUND) {
+        *balance = *nonce = 0;
+        return STORE_OK;
+    }
+    if (rc != STORE_OK)
+        return rc;
+    if (vn != 16) {
+        free(v);
+        return STORE_E_CORRUPT;
+    }
+    *balance = pbft_get_u64(v);
+    *nonce = pbft_get_u64(v + 8);
+    free(v);
+    return STORE_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+struct restore_ctx {
+    pbft_replica *r;
+    uint64_t n;
+};
+
+static int restore_one(void *ctx, const uint8_t key[PBFT_REC_KEY_BYTES], const uint8_t *v,
+                       size_t len)
+{
+    struct restore_ctx *rc = ctx;
+    rc->n++;
+    return pbft_replica_restore_record(rc->r, key, v, len) == 0 ? 0 : -1;
+}
+
+static int parse_byz(const char *spec, pbft_byz_config *bc, char *err, size_t errlen)
+{
+    char mode[32];
+    memset(bc, 0, sizeof *bc);
+    const char *colon = strchr(spec, ':');
+    size_t ml = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (ml == 0 || ml >= sizeof mode) {
+        snprintf(err, errlen, "--byzantine: expected MODE[:delay_ms[:percent]], got \"%s\"", spec);
+        return -1;
+    }
+    memcpy(mode, spec, ml);
+    mode[ml] = 0;
+    bc->mode = pbft_byz_mode_parse(mode);
+    if (bc->mode < 0) {
+        snprintf(err, errlen, "--byzantine: unknown mode \"%s\"", mode);
+        return -1;
+    }
+    if (colon) {
+        char *end;
+        unsigned long d = strtoul(colon + 1, &end, 10);
+        if (end == colon + 1 || d > 3600000) {
+            snprintf(err, errlen, "--byzantine: bad delay_ms in \"%s\"", spec);
+            return -1;
+        }
+        bc->delay_ms = (uint32_t)d;
+        if (*end == ':') {
+            unsigned long pc = strtoul(end + 1, &end, 10);
+            if (pc > 100) {
+                snprintf(err, errlen, "--byzantine: percent must be 0..100 in \"%s\"", spec);
+                return -1;
+            }
+            bc->percent = (uint32_t)pc;
+        }
+        if (*end != 0) {
+            snprintf(err, errlen, "--byzantine: trailing characters in \"%s\"", spec);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int node_open(const node_options *o, node **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    node *n = calloc(1, sizeof *n);
+    if (n == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    n->opt = *o;
+    snprintf(n->home, sizeof n->home, "%s", o->home);
+    clock_gettime(CLOCK_MONOTONIC, &n->t0);
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    pthread_cond_init(&n->vcv, NULL);
+    n->deadline = UINT64_MAX;
+    char path[CONFIG_PATH_MAX + 64];
+
+    if (keys_init() != KEYS_OK) {
+        snprintf(err, errlen, "libsodium failed to initialise");
+        goto fail;
+    }
+    config_defaults(&n->cfg);
+    snprintf(path, sizeof path, "%s/config/config.toml", o->home);
+    if (config_load(path, &n->cfg, err, errlen) != 0)
+        goto fail;
+    if (o->log_level != NULL)
+        snprintf(n->cfg.log_level, sizeof n->cfg.log_level, "%s", o->log_level);
+    log_set_level(n->cfg.log_level);
+    snprintf(path, sizeof path, "%s/config/genesis.json", o->home);
+    if (genesis_load(path, &n->gen, err, errlen) != 0)
+        goto fail;
+
+    uint8_t sk[64];
+    if (n->cfg.key_file[0] == '/')
+        snprintf(path, sizeof path, "%s", n->cfg.key_file);
+    else
+        snprintf(path, sizeof path, "%s/%s", o->home, n->cfg.key_file);
+    if (keys_file_read(path, n->pk, sk, err, errlen) != KEYS_OK)
+        goto fail;
+    int id = -1;
+    for (uint16_t i = 0; i < n->gen.n; i++)
+        if (memcmp(n->gen.validators[i].public_key, n->pk, 32) == 0)
+            id = i;
+    if (id < 0) {
+        char hex[65];
+        keys_hex_encode(n->pk, 32, hex);
+        snprintf(err, errlen,
+                 "%s: public key %s is not a validator in config/genesis.json: this node "
+                 "cannot take part in this network",
+                 path, hex);
+        goto fail;
+    }
+    memset(&n->pc, 0, sizeof n->pc);
+    genesis_to_pbft(&n->gen, &n->pc);
+    n->pc.id = (uint16_t)id;
+    memcpy(n->pc.sk, sk, 64);
+    memset(sk, 0, sizeof sk);
+    n->pc.max_pending_txs = n->cfg.mempool_max_txs;
+    n->pc.max_pending_bytes = n->cfg.mempool_max_bytes;
+    if (pbft_config_validate(&n->pc, err, errlen) != 0)
+        goto fail;
+    if ((uint64_t)n->cfg.p2p_max_msg_bytes < (uint64_t)n->pc.max_block_bytes + 1024) {
+        snprintf(err, errlen,
+                 "%s/config/config.toml: p2p.max_msg_bytes: %u is too small for the genesis "
+                 "max_block_bytes (%u) plus framing; raise it to at least %u",
+                 o->home, n->cfg.p2p_max_msg_bytes, n->pc.max_block_bytes,
+                 n->pc.max_block_bytes + 1024);
+        goto fail;
+    }
+
+    /* Byzantine behaviour: testing only, and loudly. */
+    const char *spec = o->byzantine;
+    char cfgspec[80];
+    if (spec == NULL && strcmp(n->cfg.byz_mode, "honest") != 0) {
+        snprintf(cfgspec, sizeof cfgspec, "%s:%u:%u", n->cfg.byz_mode, n->cfg.byz_delay_ms,
+                 n->cfg.byz_percent);
+        spec = cfgspec;
+    }
+    if (spec != NULL) {
+        pbft_byz_config bc;
+        if (parse_byz(spec, &bc, err, errlen) != 0)
+            goto fail;
+        if (bc.mode != PBFT_BYZ_HONEST) {
+            if (!o->unsafe_byzantine) {
+                snprintf(err, errlen,
+                         "Byzantine mode \"%s\" requested but --unsafe-byzantine was not given: "
+                         "refusing to start a faulty replica by accident",
+                         pbft_byz_mode_name(bc.mode));
+                goto fail;
+            }
+            bc.seed = (uint64_t)id * 7919u + 1;
+            if (pbft_byz_new(&bc, &n->byz) != 0) {
+                snprintf(err, errlen, "--byzantine: invalid options");
+                goto fail;
+            }
+            log_msg(LOG_WARN, "THIS REPLICA IS BYZANTINE: mode=%s delay_ms=%u percent=%u",
+                    pbft_byz_mode_name(bc.mode), bc.delay_ms, bc.percent);
+        }
+    }
+
+    /* Storage and recovery. */
+    if (n->cfg.data_dir[0] == '/')
+        snprintf(path, sizeof path, "%s/db", n->cfg.data_dir);
+    else
+        snprintf(path, sizeof path, "%s/%s/db", o->home, n->cfg.data_dir);
+    if (store_open(path, n->pc.chain, &n->st, err, errlen) != STORE_OK)
+        goto fail;
+    uint8_t app[32];
+    if (ledger_open(n->st, &n->gen, &n->lg, app, err, errlen) != STORE_OK)
+        goto fail;
+    if (pbft_replica_new(&n->pc, &n->r, err, errlen) != 0)
+        goto fail;
+    if (n->byz != NULL)
+        pbft_replica_set_byz(n->r, n->byz);
+    uint64_t height;
+    pbft_digest chain;
+    uint8_t sapp[32];
+    if (store_head(n->st, &height, &chain, sapp) != STORE_OK) {
+        snprintf(err, errlen, "%s: cannot read the head block", path);
+        goto fail;
+    }
+    if (height == 0)
+        memcpy(chain.b, n->pc.genesis, 32);
+    pbft_replica_restore_executed(n->r, height, &chain, app);
+    struct restore_ctx rc = {n->r, 0};
+    if (store_each_record(n->st, restore_one, &rc) != STORE_OK) {
+        snprintf(err, errlen, "%s: a consensus record is corrupt; refusing to start", path);
+        goto fail;
+    }
+    n->status.height = height;
+    memcpy(n->status.last_chain, chain.b, 32);
+    memcpy(n->status.last_app_hash, app, 32);
+    log_msg(LOG_INFO, "replica %d of %u: recovered height %llu and %llu consensus records", id,
+            n->gen.n, (unsigned long long)height, (unsigned long long)rc.n);
+
+    n->batch = store_batch_new();
+    n->q.cap = NODE_QUEUE;
+    n->q.v = calloc(NODE_QUEUE, sizeof *n->q.v);
+    n->vq.cap = NODE_VQUEUE;
+    n->vq.v = calloc(NODE_VQUEUE, sizeof *n->vq.v);
+    if (n->batch == NULL || n->q.v == NULL || n->vq.v == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    /* Network. */
+    transport_config tc;
+    memset(&tc, 0, sizeof tc);
+    tc.listen = n->cfg.p2p_listen;
+    for (uint16_t i = 0; i < n->gen.n; i++)
+        tc.peers[i] = n->gen.validators[i].p2p_address;
+    tc.n = n->gen.n;
+    tc.self = n->pc.id;
+    tc.max_msg_bytes = n->cfg.p2p_max_msg_bytes;
+    tc.send_queue = n->cfg.p2p_send_queue;
+    tc.on_recv = on_recv;
+    tc.ctx = n;
+    if (transport_open(&tc, &n->tp, err, errlen) != 0)
+        goto fail;
+
+    /* Start the core and the threads. */
+    pbft_output *po = NULL;
+    if (pbft_replica_start(n->r, now_ms(n), &po) != 0) {
+        snprintf(err, errlen, "replica failed to start");
+        goto fail;
+    }
+    collect(n, po, 0);
+    flush(n);
+    update_status(n);
+    n->nworkers = n->cfg.p2p_verify_workers;
+    if (n->nworkers < 1)
+        n->nworkers = 1;
+    if (n->nworkers > NODE_MAX_WORKERS)
+        n->nworkers = NODE_MAX_WORKERS;
+    for (uint32_t i = 0; i < n->nworkers; i++)
+        if (pthread_create(&n->workers[i], NULL, worker_main, n) != 0) {
+            n->nworkers = i;
+            snprintf(err, errlen, "cannot start verify workers");
+            goto fail;
+        }
+    if (pthread_create(&n->loop_th, NULL, loop_main, n) != 0) {
+        snprintf(err, errlen, "cannot start the event loop");
+        goto fail;
+    }
+    n->loop_started = true;
+    if (rpc_open(n, n->cfg.rpc_listen, &n->rpc, err, errlen) != 0)
+        goto fail;
+    log_msg(LOG_INFO, "replica %d listening: p2p %s, rpc %s", id, n->cfg.p2p_listen,
+            n->cfg.rpc_listen);
+    *out = n;
+    return 0;
+fail:
+    node_close(n);
+    return -1;
+}
+
+void node_request_stop(node *n)
+{
+    n->stop_flag = 1;
+}
+
+void node_run(node *n)
+{
+    while (!n->stop_flag) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void node_close(node *n)
+{
+    if (n == NULL)
+        return;
+    rpc_close(n->rpc); /* no more submissions */
+    n->rpc = NULL;
+    transport_close(n->tp); /* no more frames */
+    n->tp = NULL;
+    pthread_mutex_lock(&n->mu);
+    n->stop = true;
+    n->stop_flag = 1;
+    pthread_cond_broadcast(&n->cv);
+    pthread_cond_broadcast(&n->vcv);
+    pthread_mutex_unlock(&n->mu);
+    if (n->loop_started)
+        pthread_join(n->loop_th, NULL);
+    for (uint32_t i = 0; i < n->nworkers; i++)
+        pthread_join(n->workers[i], NULL);
+    /* Release what never reached the loop; wake any waiter (none remain: RPC is closed). */
+    struct qev e;
+    while (ring_pop(&n->q, &e)) {
+        if (e.w != NULL) {
+            pthread_mutex_lock(&e.w->mu);
+            e.w->done = true;
+            pthread_cond_signal(&e.w->cv);
+            pthread_mutex_unlock(&e.w->mu);
+        }
+        free(e.p);
+    }
+    while (ring_pop(&n->vq, &e))
+        free(e.p);
+    for (size_t i = 0; i < n->nouts; i++)
+        free(n->outs[i].p);
+    free(n->outs);
+    free(n->serves);
+    free(n->q.v);
+    free(n->vq.v);
+    store_batch_free(n->batch);
+    pbft_replica_free(n->r);
+    pbft_byz_free(n->byz);
+    ledger_close(n->lg);
+    store_close(n->st);
+    genesis_free(&n->gen);
+    pthread_mutex_destroy(&n->mu);
+    pthread_cond_destroy(&n->cv);
+    pthread_cond_destroy(&n->vcv);
+    free(n);
+}

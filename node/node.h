@@ -1,0 +1,77 @@
+/*
+ * node.h - the pbftd runtime: wires the pure core to the network (nng), the disk (RocksDB),
+ * the ledger and the RPC server.
+ *
+ * Threads:
+ *   - the loop thread owns the replica, the ledger and all writes to the store. It takes up
+ *     to NODE_BATCH events from one bounded queue, steps the core for each, executes the
+ *     blocks they commit, writes everything they produced in ONE synced RocksDB batch, and
+ *     only then sends their frames (persist-before-send, replica.h) and answers state
+ *     transfer requests;
+ *   - verify workers check signatures of incoming frames (pbft_frame_preverify) before they
+ *     reach the queue, because verification is where the CPU goes;
+ *   - nng's own threads receive frames and serve HTTP.
+ *
+ * Prefix: node_.
+ */
+#ifndef PBFT_NODE_NODE_H
+#define PBFT_NODE_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consensus/replica.h"
+#include "node/config.h"
+
+typedef struct node node;
+
+typedef struct {
+    const char *home;      /* the node home directory */
+    bool unsafe_byzantine; /* allow a Byzantine mode (testing only) */
+    const char *byzantine; /* MODE[:delay_ms[:percent]] from the command line, or NULL */
+    const char *log_level; /* overrides log.level when not NULL */
+} node_options;
+
+/* node_open loads the home (config, genesis, key), opens and recovers the store, restores
+ * the replica from its records and starts the network, workers and RPC. Returns 0, or -1
+ * with a message in err that names the file and key at fault. */
+int node_open(const node_options *o, node **out, char *err, size_t errlen);
+
+/* node_run blocks until node_request_stop is called (e.g. from a signal handler through
+ * its flag) and then shuts everything down in order. */
+void node_run(node *n);
+void node_request_stop(node *n); /* async-signal-safe */
+void node_close(node *n);
+
+/* A snapshot of what RPC and logs report, taken by the loop thread after each iteration. */
+typedef struct {
+    uint16_t id;
+    uint64_t height;
+    uint8_t last_chain[32];
+    uint8_t last_app_hash[32];
+    uint64_t view;
+    uint16_t primary;
+    bool in_view_change;
+    uint64_t stable;
+    size_t pending;
+    bool catching_up;
+    pbft_stats stats;
+    uint64_t peers_connected;
+} node_status;
+
+void node_status_get(node *n, node_status *out);
+
+/* node_submit verifies a client transaction (on the caller's thread) and queues it for the
+ * core. With wait, it returns the core's PBFT_REQ_* verdict (the loop answers within one
+ * iteration); without, PBFT_REQ_ACCEPTED once queued (or PBFT_REQ_FULL). */
+int node_submit(node *n, const uint8_t *tx, size_t len, bool wait);
+
+/* Accessors for the RPC layer. The store is thread-safe for reads. */
+struct store;
+struct store *node_store(node *n);
+const genesis *node_genesis(node *n);
+const node_config *node_cfg(node *n);
+int node_account(node *n, const uint8_t pk[32], uint64_t *balance, uint64_t *nonce);
+
+#endif
