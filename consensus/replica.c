@@ -21,6 +21,7 @@
 #include "consensus/replica.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ struct slot {
     uint8_t *pc;
     uint32_t pc_n;
     uint64_t sent_ms; /* last (re)transmission of our part */
+    uint32_t resends; /* how many times; the interval doubles with each (capped) */
     uint64_t help_ms; /* last time we re-sent our COMMIT to a lagging peer */
     uint64_t want_ms; /* last time we asked for the missing body */
 };
@@ -114,6 +116,8 @@ struct pbft_replica {
     uint16_t f, q; /* q = n - f */
     pbft_byz *byz;
     pbft_stats st;
+    pbft_trace_fn trace;
+    void *trace_ctx;
 
     uint64_t now;
     bool started;
@@ -130,6 +134,8 @@ struct pbft_replica {
     uint32_t T;        /* current view-change timeout [TOCS §4.5.2] */
     uint64_t req_deadline;
     uint64_t vc_deadline;
+    uint64_t vc_sent_ms; /* last (re)transmission of our VIEW-CHANGE */
+    uint32_t vc_resends;
 
     /* Log and watermarks [OSDI §4.3]. */
     uint64_t h;            /* last stable checkpoint = low watermark */
@@ -208,6 +214,20 @@ static bool digest_zero(const pbft_digest *a)
 static void drop(pbft_replica *r, int reason)
 {
     r->st.drops[reason]++;
+}
+
+static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, const char *fmt, ...)
+{
+    if (r->trace == NULL)
+        return;
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    r->trace(r->trace_ctx, kind, view, seq, text);
 }
 
 static uint8_t *dup_bytes(const uint8_t *p, size_t n)
@@ -1134,6 +1154,7 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
     free(s->pp);
     free(s->block);
     s->has_pp = true;
+    s->resends = 0;
     s->pp_view = view;
     s->d = *d;
     s->pp = ppc;
@@ -1357,6 +1378,8 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
     r->stable_d = *d;
     uint64_t old_h = r->h;
     r->h = seq;
+    trace(r, PBFT_TRACE_CHECKPOINT, r->view, seq, "checkpoint %llu stable",
+          (unsigned long long)seq);
     for (uint64_t s = old_h + 1; s <= seq && s <= old_h + r->c.window; s++) {
         struct slot *sl = &r->slots[(s - 1) % r->c.window];
         if (sl->seq == s)
@@ -1566,6 +1589,8 @@ static void start_state_transfer(pbft_replica *r)
     if (r->st_active || r->st_target <= r->last_exec || !r->started)
         return;
     r->st_active = true;
+    trace(r, PBFT_TRACE_STATE, r->view, r->last_exec, "state transfer: executed %llu, target %llu",
+          (unsigned long long)r->last_exec, (unsigned long long)r->st_target);
     st_request(r);
 }
 
@@ -2160,8 +2185,10 @@ static void make_newview(pbft_replica *r)
     pbft_wbuf body = {0};
     pbft_wbuf_init(&body, PBFT_MAX_MSG_BYTES);
     if (o.best_view == NULL || o.best_d == NULL || o.has == NULL || pps == NULL ||
-        !compute_o(r, vcs, nvc, &o))
+        !compute_o(r, vcs, nvc, &o)) {
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: cannot compute O");
         goto done;
+    }
 
     pbft_put_u64(&body, r->view);
     pbft_put_u16(&body, nvc);
@@ -2174,11 +2201,15 @@ static void make_newview(pbft_replica *r)
         pbft_span nb;
         if (o.has[idx])
             d = o.best_d[idx];
-        else if (!null_block(r, seq, r->view, &nb, &d))
+        else if (!null_block(r, seq, r->view, &nb, &d)) {
+            trace(r, PBFT_TRACE_REJECT, r->view, seq, "NEW-VIEW: cannot build a null block");
             goto done;
+        }
         struct outmsg m = vote_msg(PBFT_MSG_PREPREPARE, r->view, seq, &d);
-        if (!build_frame(r, &m, &r->w))
+        if (!build_frame(r, &m, &r->w)) {
+            trace(r, PBFT_TRACE_REJECT, r->view, seq, "NEW-VIEW: cannot sign a pre-prepare");
             goto done;
+        }
         size_t sl = signed_len(&m, r->w.len);
         pbft_put_elem(&body, r->w.p, sl);
         uint8_t *c = arena_dup(r, r->w.p, sl);
@@ -2187,15 +2218,19 @@ static void make_newview(pbft_replica *r)
         pps[idx].p = c;
         pps[idx].n = sl;
     }
-    if (body.err != 0)
+    if (body.err != 0) {
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: body over %zu bytes", body.limit);
         goto done;
+    }
     struct outmsg m;
     memset(&m, 0, sizeof m);
     m.type = PBFT_MSG_NEWVIEW;
     m.body = body.p;
     m.body_n = body.len;
-    if (!build_frame(r, &m, &r->w))
+    if (!build_frame(r, &m, &r->w)) {
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: cannot sign (%zu-byte body)", body.len);
         goto done;
+    }
     free(r->nv);
     r->nv = dup_bytes(r->w.p, r->w.len);
     r->nv_n = r->nv != NULL ? (uint32_t)r->w.len : 0;
@@ -2204,6 +2239,10 @@ static void make_newview(pbft_replica *r)
     uint8_t *frame = arena_dup(r, r->w.p, r->w.len);
     size_t fn = r->w.len;
     install_newview(r, &o, pps);
+    trace(r, PBFT_TRACE_NEW_VIEW, r->view, o.min_s,
+          "sent NEW-VIEW for view %llu: min-s %llu, max-s %llu, %u view-changes",
+          (unsigned long long)r->view, (unsigned long long)o.min_s, (unsigned long long)o.max_s,
+          nvc);
     if (frame != NULL)
         transmit(r, &m, frame, fn, PBFT_TO_ALL);
 done:
@@ -2235,8 +2274,12 @@ static void start_view_change(pbft_replica *r, uint64_t v, int reason)
 {
     assert(v > r->view || (v == r->view && !r->in_vc));
     r->st.view_changes[reason]++;
+    trace(r, PBFT_TRACE_VIEW_CHANGE, v, r->last_exec, "view change to %llu (%s), timeout %u ms",
+          (unsigned long long)v, pbft_vc_reason_name(reason), r->T);
     r->view = v;
     r->in_vc = true;
+    r->vc_sent_ms = r->now;
+    r->vc_resends = 0;
     r->req_deadline = NONE;
     r->vc_deadline = NONE;
     free(r->nv);
@@ -2332,6 +2375,8 @@ static void on_viewchange(pbft_replica *r, const pbft_env *e)
     }
     if (!verify_vc(r, &vc)) {
         drop(r, PBFT_DROP_BAD_CERT);
+        trace(r, PBFT_TRACE_REJECT, vc.new_view, 0, "VIEW-CHANGE from %u does not verify",
+              e->sender);
         return;
     }
     uint8_t *c = dup_bytes(e->whole.p, e->whole.n);
@@ -2386,6 +2431,8 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         bool cached = known->set && known->n == m.n && memcmp(known->msg, m.p, m.n) == 0;
         if (!cached && (!verify_env(r, &ve, false) || !verify_vc(r, &vc))) {
             drop(r, PBFT_DROP_BAD_CERT);
+            trace(r, PBFT_TRACE_REJECT, nv.view, 0,
+                  "NEW-VIEW from %u: VIEW-CHANGE of %u does not verify", e->sender, ve.sender);
             return;
         }
         vcs[nvc++] = m;
@@ -2401,6 +2448,8 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     }
     if (!compute_o(r, vcs, nvc, &o) || nv.pps.count != o.max_s - o.min_s) {
         drop(r, PBFT_DROP_BAD_NEWVIEW);
+        trace(r, PBFT_TRACE_REJECT, nv.view, 0, "NEW-VIEW from %u: O has %u entries, want %llu",
+              e->sender, nv.pps.count, (unsigned long long)(o.max_s - o.min_s));
         goto done;
     }
     /* Recompute O and compare: a NEW-VIEW that omits or alters a prepared certificate, or
@@ -2428,6 +2477,9 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         }
         if (!digest_eq(&want, &v.d) || !verify_env(r, &pe, false)) {
             drop(r, PBFT_DROP_BAD_NEWVIEW);
+            trace(r, PBFT_TRACE_REJECT, nv.view, seq,
+                  "NEW-VIEW from %u: its O entry for seq %llu differs from the recomputed one",
+                  e->sender, (unsigned long long)seq);
             goto done;
         }
         pps[idx] = m;
@@ -2439,6 +2491,10 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     r->nv_n = r->nv != NULL ? (uint32_t)fn : 0;
     r->nv_max_s = o.max_s;
     install_newview(r, &o, pps);
+    trace(r, PBFT_TRACE_NEW_VIEW, r->view, o.min_s,
+          "accepted NEW-VIEW for view %llu from %u: min-s %llu, max-s %llu",
+          (unsigned long long)r->view, e->sender, (unsigned long long)o.min_s,
+          (unsigned long long)o.max_s);
 done:
     free(o.best_view);
     free(o.best_d);
@@ -2470,13 +2526,21 @@ static bool has_resend_work(const pbft_replica *r)
 static void do_resend(pbft_replica *r)
 {
     if (r->in_vc) {
-        if (r->my_vc != NULL) {
+        /* Re-send our VIEW-CHANGE to the replicas that have not sent one for this view. */
+        uint32_t shift = r->vc_resends < 4 ? r->vc_resends : 4;
+        if (r->now - r->vc_sent_ms < ((uint64_t)r->c.resend_ms << shift))
+            return;
+        r->vc_sent_ms = r->now;
+        r->vc_resends++;
+        for (uint16_t j = 0; j < r->c.n && r->my_vc != NULL; j++) {
+            if (j == r->c.id || (r->vcs[j].set && r->vcs[j].view >= r->view))
+                continue;
             struct outmsg m;
             memset(&m, 0, sizeof m);
             m.type = PBFT_MSG_VIEWCHANGE;
             m.body = r->my_vc + 8;
             m.body_n = r->my_vc_n - PBFT_SIGNED_OVERHEAD;
-            resend_signed(r, &m, r->my_vc, r->my_vc_n, PBFT_TO_ALL);
+            resend_signed(r, &m, r->my_vc, r->my_vc_n, j);
         }
         return;
     }
@@ -2494,32 +2558,52 @@ static void do_resend(pbft_replica *r)
         if (!s->has_pp || s->pp_view != r->view)
             continue;
         busy = true;
-        if (r->now - s->sent_ms < r->c.resend_ms)
+        /* Over TCP a frame is lost only with a connection or to a full queue, so resends
+         * back off (resend_ms, doubling to 16x) and go only to the peers whose votes show
+         * they lack ours: an overloaded network is not flooded with duplicates. */
+        uint32_t shift = s->resends < 4 ? s->resends : 4;
+        if (r->now - s->sent_ms < ((uint64_t)r->c.resend_ms << shift))
             continue;
         s->sent_ms = r->now;
-        if (is_primary(r)) {
-            struct outmsg m = vote_msg(PBFT_MSG_PREPREPARE, s->pp_view, seq, &s->d);
-            m.attach = s->block;
-            m.attach_n = s->block != NULL ? s->block_n : 0;
-            resend_signed(r, &m, s->pp, s->pp_n, PBFT_TO_ALL);
-        } else {
-            struct vote *p = &r->slots[(seq - 1) % r->c.window].prep[r->c.id];
+        s->resends++;
+        struct vote *p = &s->prep[r->c.id];
+        struct vote *c = &s->com[r->c.id];
+        for (uint16_t j = 0; j < r->c.n; j++) {
+            if (j == r->c.id)
+                continue;
+            bool has_commit =
+                s->com[j].set && s->com[j].view == s->pp_view && digest_eq(&s->com[j].d, &s->d);
+            bool has_prepare =
+                s->prep[j].set && s->prep[j].view == s->pp_view && digest_eq(&s->prep[j].d, &s->d);
+            if (has_commit)
+                continue; /* j prepared: it has the pre-prepare and 2f prepares */
+            if (is_primary(r) && !has_prepare) {
+                struct outmsg m = vote_msg(PBFT_MSG_PREPREPARE, s->pp_view, seq, &s->d);
+                m.attach = s->block;
+                m.attach_n = s->block != NULL ? s->block_n : 0;
+                resend_signed(r, &m, s->pp, s->pp_n, j);
+            }
             if (p->set && p->view == r->view) {
                 struct outmsg m = vote_msg(PBFT_MSG_PREPARE, p->view, seq, &p->d);
-                resend_signed(r, &m, p->frame, p->n, PBFT_TO_ALL);
+                resend_signed(r, &m, p->frame, p->n, j);
             }
-            if (s->block == NULL)
-                want_body(r, s, &s->d);
+            if (c->set && c->view == r->view) {
+                struct outmsg m = vote_msg(PBFT_MSG_COMMIT, c->view, seq, &c->d);
+                resend_signed(r, &m, c->frame, c->n, j);
+            }
         }
-        struct vote *c = &s->com[r->c.id];
-        if (c->set && c->view == r->view) {
-            struct outmsg m = vote_msg(PBFT_MSG_COMMIT, c->view, seq, &c->d);
-            resend_signed(r, &m, c->frame, c->n, PBFT_TO_ALL);
-        }
+        if (!is_primary(r) && s->block == NULL)
+            want_body(r, s, &s->d);
     }
     /* The primary re-sends its NEW-VIEW while blocks of its O set are unfinished. */
-    if (is_primary(r) && r->nv != NULL && r->nv_max_s > r->last_exec)
-        forward_signed(r, PBFT_TO_ALL, r->nv, r->nv_n - 4);
+    if (is_primary(r) && r->nv != NULL && r->nv_max_s > r->last_exec) {
+        uint32_t shift = r->vc_resends < 4 ? r->vc_resends : 4;
+        if (r->now - r->vc_sent_ms >= ((uint64_t)r->c.resend_ms << shift)) {
+            r->vc_sent_ms = r->now; /* the view change is over: its counters pace this */
+            r->vc_resends++;
+            forward_signed(r, PBFT_TO_ALL, r->nv, r->nv_n - 4);
+        }
+    }
     /* Backups re-forward transactions the primary has not put in a block yet. */
     if (!is_primary(r) && r->held > 0) {
         uint32_t sent = 0;
@@ -3115,6 +3199,12 @@ const pbft_stats *pbft_replica_stats(const pbft_replica *r)
 void pbft_replica_set_byz(pbft_replica *r, pbft_byz *b)
 {
     r->byz = b;
+}
+
+void pbft_replica_set_trace(pbft_replica *r, pbft_trace_fn fn, void *ctx)
+{
+    r->trace = fn;
+    r->trace_ctx = ctx;
 }
 
 static const char *const drop_names[PBFT_DROP__COUNT] = {

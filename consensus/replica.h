@@ -246,6 +246,18 @@ size_t pbft_replica_pending(const pbft_replica *r);    /* transactions held */
 uint32_t pbft_replica_view_timeout(const pbft_replica *r);
 const pbft_stats *pbft_replica_stats(const pbft_replica *r);
 
+/* Events worth a log line (design section 8: the event log). The core reports them through
+ * a callback the driver sets; it does no I/O itself. The text is valid for the call only. */
+enum {
+    PBFT_TRACE_VIEW_CHANGE = 1, /* started a view change */
+    PBFT_TRACE_NEW_VIEW = 2,    /* sent or accepted a NEW-VIEW (entered a view) */
+    PBFT_TRACE_REJECT = 3,      /* refused a VIEW-CHANGE or NEW-VIEW, and why */
+    PBFT_TRACE_CHECKPOINT = 4,  /* a checkpoint became stable */
+    PBFT_TRACE_STATE = 5,       /* state transfer started or finished */
+};
+typedef void (*pbft_trace_fn)(void *ctx, int kind, uint64_t view, uint64_t seq, const char *text);
+void pbft_replica_set_trace(pbft_replica *r, pbft_trace_fn fn, void *ctx);
+
 /* Byzantine behaviour (consensus/byz.h). A replica with an adversary attached passes every
  * message it creates through it before signing. NULL detaches. The adversary is borrowed and
  * must outlive the replica. */

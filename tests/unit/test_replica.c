@@ -651,6 +651,67 @@ static void test_replica_mutated_frames_never_crash(void **state)
     net_free(net);
 }
 
+/* The primary crashes with a full pipeline of blocks in flight: the backups change view,
+ * the new primary's NEW-VIEW carries the prepared blocks, and every transaction commits.
+ * (Found by the pbftd load benchmark: backups stuck in a view change under load.) */
+static void big_window(pbft_config *c)
+{
+    pbft_config_defaults(c); /* pbftd's defaults: L = 256, K = 64, 64 blocks in flight */
+    c->max_block_txs = 4;
+}
+
+static void test_replica_primary_crash_full_pipeline_recovers(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, big_window);
+    for (int k = 0; k < 120; k++)
+        assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    want_height = 4;
+    assert_true(run(net, 60000, all_at_height));
+    /* deliver part of the queue so that some blocks are prepared, some not */
+    for (int k = 0; k < 40 && net->qh < net->qt; k++) {
+        struct pkt p = net->q[net->qh++];
+        if (!net->nodes[p.to].down) {
+            pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+            ev.u.msg.p = p.p;
+            ev.u.msg.n = p.n;
+            step(net, p.to, &ev);
+        }
+        free(p.p);
+    }
+    net->nodes[0].down = true;
+    /* the clients re-send everything to the backups (PBFT section 4.1) */
+    uint64_t sent = net->nonce;
+    net->nonce = 0;
+    for (uint64_t k = 0; k < sent; k++)
+        for (int i = 1; i < 4; i++) {
+            uint8_t tx[256];
+            size_t n;
+            uint8_t dest[32] = {9};
+            pbft_tx_encode_transfer(chain_id(), net->client_sk, k, dest, 5, tx, sizeof tx, &n);
+            pbft_event ev = {.kind = PBFT_EV_REQUEST, .now_ms = net->now};
+            ev.u.req.p = tx;
+            ev.u.req.n = n;
+            pbft_output *o;
+            assert_int_equal(pbft_replica_step(net->nodes[i].r, &ev, &o), 0);
+            process(net, i, o);
+        }
+    want_height = 30;
+    bool ok = run(net, net->now + 120000, all_at_height);
+    if (!ok)
+        for (int i = 1; i < 4; i++)
+            fprintf(stderr, "replica %d h=%lu view %lu in_vc %d pending %zu\n", i,
+                    (unsigned long)net->nodes[i].height,
+                    (unsigned long)pbft_replica_view(net->nodes[i].r),
+                    pbft_replica_in_view_change(net->nodes[i].r),
+                    pbft_replica_pending(net->nodes[i].r));
+    assert_true(ok);
+    for (int i = 1; i < 4; i++)
+        assert_int_equal(total_txs(net, i), 120);
+    assert_agreement(net);
+    net_free(net);
+}
+
 /* Config validation names the offending key. */
 static void test_replica_config_invalid_names_key(void **state)
 {
@@ -685,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_replica_primary_crash_view_change_commits),
         cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
+        cmocka_unit_test(test_replica_primary_crash_full_pipeline_recovers),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
     };
