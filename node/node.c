@@ -21,7 +21,8 @@
 #include "storage/store.h"
 
 #define NODE_BATCH 256    /* events per loop iteration (one synced write) */
-#define NODE_QUEUE 65536  /* events waiting for the loop */
+#define NODE_QUEUE 65536  /* peer frames waiting for the loop */
+#define NODE_RQUEUE 16384 /* client transactions waiting for the loop */
 #define NODE_VQUEUE 16384 /* frames waiting for verification */
 #define NODE_MAX_WORKERS 16
 #define NODE_MAX_DEPTH 64 /* EXECUTED feedback rounds per event */
@@ -73,7 +74,9 @@ struct node {
     pthread_mutex_t mu; /* guards q, vq, stop, status */
     pthread_cond_t cv;  /* loop: events or stop */
     pthread_cond_t vcv; /* workers: frames or stop */
-    struct ring q;
+    struct ring q;      /* verified peer frames */
+    struct ring rq;     /* client transactions: served after frames, so a flood of requests
+                           cannot delay the protocol messages that commit them */
     struct ring vq;
     volatile sig_atomic_t stop_flag;
     bool stop;
@@ -92,6 +95,12 @@ struct node {
     uint64_t dropped_queue; /* incoming frames dropped: verify or event queue full */
 
     node_status status;
+    uint64_t exec_height; /* executed into the current batch, not yet durable */
+    uint8_t exec_chain[32];
+    uint8_t exec_app[32];
+    uint64_t durable_height; /* written to disk: what status reports */
+    uint8_t durable_chain[32];
+    uint8_t durable_app[32];
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -237,9 +246,11 @@ static void collect(node *n, pbft_output *o, int depth)
         if (ledger_execute(n->lg, c, n->batch, apps[i]) != STORE_OK)
             fatal(n, "execute", "the ledger could not read its state");
         seqs[i] = c->seq;
-        n->status.height = c->seq;
-        memcpy(n->status.last_chain, c->chain.b, 32);
-        memcpy(n->status.last_app_hash, apps[i], 32);
+        /* Reported only after the batch is durable (flush), so a height seen in status is
+         * always readable through the block RPC. */
+        n->exec_height = c->seq;
+        memcpy(n->exec_chain, c->chain.b, 32);
+        memcpy(n->exec_app, apps[i], 32);
     }
     for (size_t i = 0; i < nc && depth < NODE_MAX_DEPTH; i++) {
         pbft_event ev = {.kind = PBFT_EV_EXECUTED, .now_ms = now_ms(n)};
@@ -306,6 +317,9 @@ static void flush(node *n)
         store_batch_clear(n->batch);
     }
     ledger_written(n->lg);
+    n->durable_height = n->exec_height; /* published by update_status, under the lock */
+    memcpy(n->durable_chain, n->exec_chain, 32);
+    memcpy(n->durable_app, n->exec_app, 32);
     uint64_t t = now_ms(n);
     size_t keep = 0;
     for (size_t i = 0; i < n->nouts; i++) {
@@ -333,6 +347,9 @@ static void update_status(node *n)
 {
     node_status s = n->status;
     s.id = n->pc.id;
+    s.height = n->durable_height;
+    memcpy(s.last_chain, n->durable_chain, 32);
+    memcpy(s.last_app_hash, n->durable_app, 32);
     s.view = pbft_replica_view(n->r);
     s.primary = pbft_replica_primary(n->r);
     s.in_view_change = pbft_replica_in_view_change(n->r);
@@ -350,6 +367,7 @@ static void update_status(node *n)
     }
     s.peers_connected = up;
     pthread_mutex_lock(&n->mu);
+    s.dropped_queue = n->dropped_queue;
     n->status = s;
     pthread_mutex_unlock(&n->mu);
 }
@@ -357,14 +375,14 @@ static void update_status(node *n)
 static void *loop_main(void *arg)
 {
     node *n = arg;
-    struct qev evs[NODE_BATCH];
+    struct qev evs[2 * NODE_BATCH];
     for (;;) {
         size_t got = 0;
         pthread_mutex_lock(&n->mu);
         for (;;) {
             if (n->stop_flag)
                 n->stop = true;
-            if (n->stop || n->q.len > 0)
+            if (n->stop || n->q.len > 0 || n->rq.len > 0)
                 break;
             uint64_t t = now_ms(n);
             uint64_t wake = n->deadline;
@@ -386,7 +404,11 @@ static void *loop_main(void *arg)
             pthread_mutex_unlock(&n->mu);
             break;
         }
+        /* Protocol frames first, then at most as many client transactions. */
         while (got < NODE_BATCH && ring_pop(&n->q, &evs[got]))
+            got++;
+        size_t frames = got;
+        while (got < frames + NODE_BATCH && ring_pop(&n->rq, &evs[got]))
             got++;
         pthread_mutex_unlock(&n->mu);
 
@@ -453,7 +475,7 @@ int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
         w.status = PBFT_REQ_FULL;
     }
     pthread_mutex_lock(&n->mu);
-    bool ok = !n->stop && ring_push(&n->q, &e);
+    bool ok = !n->stop && ring_push(&n->rq, &e);
     if (ok)
         pthread_cond_signal(&n->cv);
     pthread_mutex_unlock(&n->mu);
@@ -535,6 +557,13 @@ static int restore_one(void *ctx, const uint8_t key[PBFT_REC_KEY_BYTES], const u
     struct restore_ctx *rc = ctx;
     rc->n++;
     return pbft_replica_restore_record(rc->r, key, v, len) == 0 ? 0 : -1;
+}
+
+static void on_trace(void *ctx, int kind, uint64_t view, uint64_t seq, const char *text)
+{
+    node *n = ctx;
+    (void)view, (void)seq;
+    log_msg(kind == PBFT_TRACE_REJECT ? LOG_WARN : LOG_INFO, "replica %u: %s", n->pc.id, text);
 }
 
 static int parse_byz(const char *spec, pbft_byz_config *bc, char *err, size_t errlen)
@@ -692,6 +721,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         goto fail;
     if (n->byz != NULL)
         pbft_replica_set_byz(n->r, n->byz);
+    pbft_replica_set_trace(n->r, on_trace, n);
     uint64_t height;
     pbft_digest chain;
     uint8_t sapp[32];
@@ -707,18 +737,22 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: a consensus record is corrupt; refusing to start", path);
         goto fail;
     }
-    n->status.height = height;
-    memcpy(n->status.last_chain, chain.b, 32);
-    memcpy(n->status.last_app_hash, app, 32);
+    n->exec_height = n->durable_height = height;
+    memcpy(n->exec_chain, chain.b, 32);
+    memcpy(n->durable_chain, chain.b, 32);
+    memcpy(n->exec_app, app, 32);
+    memcpy(n->durable_app, app, 32);
     log_msg(LOG_INFO, "replica %d of %u: recovered height %llu and %llu consensus records", id,
             n->gen.n, (unsigned long long)height, (unsigned long long)rc.n);
 
     n->batch = store_batch_new();
     n->q.cap = NODE_QUEUE;
     n->q.v = calloc(NODE_QUEUE, sizeof *n->q.v);
+    n->rq.cap = NODE_RQUEUE;
+    n->rq.v = calloc(NODE_RQUEUE, sizeof *n->rq.v);
     n->vq.cap = NODE_VQUEUE;
     n->vq.v = calloc(NODE_VQUEUE, sizeof *n->vq.v);
-    if (n->batch == NULL || n->q.v == NULL || n->vq.v == NULL) {
+    if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->vq.v == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -791,10 +825,12 @@ void node_close(node *n)
 {
     if (n == NULL)
         return;
-    rpc_close(n->rpc); /* no more submissions */
+    /* Order matters. RPC first: its handlers may wait for the loop's verdict, so the loop
+     * must still run while they finish. Then the loop and the workers. The transport last:
+     * the loop sends through it until it stops, and its receive callback only queues
+     * (dropping once stop is set). */
+    rpc_close(n->rpc);
     n->rpc = NULL;
-    transport_close(n->tp); /* no more frames */
-    n->tp = NULL;
     pthread_mutex_lock(&n->mu);
     n->stop = true;
     n->stop_flag = 1;
@@ -805,9 +841,11 @@ void node_close(node *n)
         pthread_join(n->loop_th, NULL);
     for (uint32_t i = 0; i < n->nworkers; i++)
         pthread_join(n->workers[i], NULL);
+    transport_close(n->tp);
+    n->tp = NULL;
     /* Release what never reached the loop; wake any waiter (none remain: RPC is closed). */
     struct qev e;
-    while (ring_pop(&n->q, &e)) {
+    while (ring_pop(&n->q, &e) || ring_pop(&n->rq, &e)) {
         if (e.w != NULL) {
             pthread_mutex_lock(&e.w->mu);
             e.w->done = true;
@@ -823,6 +861,7 @@ void node_close(node *n)
     free(n->outs);
     free(n->serves);
     free(n->q.v);
+    free(n->rq.v);
     free(n->vq.v);
     store_batch_free(n->batch);
     pbft_replica_free(n->r);

@@ -58,6 +58,7 @@ typedef struct {
     bool catching_up;
     pbft_stats stats;
     uint64_t peers_connected;
+    uint64_t dropped_queue; /* frames dropped because a node queue was full */
 } node_status;
 
 void node_status_get(node *n, node_status *out);

@@ -136,6 +136,16 @@ static int m_status(struct node *n, json_t *params, json_t **result, int *code, 
     json_object_set_new(r, "stable_checkpoint", u64_json(s.stable));
     json_object_set_new(r, "mempool_size", json_integer((json_int_t)s.pending));
     json_object_set_new(r, "peers_connected", json_integer((json_int_t)s.peers_connected));
+    json_t *drops = json_object();
+    for (int d = 0; d < PBFT_DROP__COUNT; d++)
+        if (s.stats.drops[d] > 0)
+            json_object_set_new(drops, pbft_drop_name(d), u64_json(s.stats.drops[d]));
+    json_object_set_new(r, "dropped_messages", drops);
+    json_t *vcs = json_object();
+    for (int v = 0; v < PBFT_VC__COUNT; v++)
+        json_object_set_new(vcs, pbft_vc_reason_name(v), u64_json(s.stats.view_changes[v]));
+    json_object_set_new(r, "view_changes", vcs);
+    json_object_set_new(r, "dropped_queue_full", u64_json(s.dropped_queue));
     *result = r;
     return 0;
 }

@@ -27,4 +27,13 @@ target=$(height 0)
 wait_for "node3 to catch up to height $target" 90 at_least 3 "$target"
 for i in 0 1 2; do wait_for "node$i at $target" 30 at_least "$i" "$target"; done
 same_chain 0 1 2 3
+# Stop while still loaded, then require every replica to exit cleanly (a shutdown that used
+# the transport after closing it crashed here once).
+rm -f "$DIR/stop"
+load 2 &
+l2=$!
+wait_for "more load" 30 at_least 0 $((target + 2))
+stop_all_clean
+touch "$DIR/stop"
+wait "$l2" || true
 log "ok: $(cat "$DIR/sent0") + $(cat "$DIR/sent1") transactions submitted"

@@ -105,3 +105,29 @@ same_chain() {
     done
     log "identical chain and app hashes at heights 1..$min on nodes $*"
 }
+
+# stop_all_clean: SIGTERM every replica and require a clean exit (status 0) within 20 s.
+# A crash during shutdown (a use after close) shows up here as 139 or a timeout.
+stop_all_clean() {
+    local i p pids=()
+    for i in $(seq 0 $((N - 1))); do
+        p="$NET/node$i/pbftd.pid"
+        [ -f "$p" ] || continue
+        pids+=("$i:$(cat "$p")")
+        kill -TERM "$(cat "$p")"
+    done
+    for e in "${pids[@]}"; do
+        i=${e%%:*}
+        p=${e#*:}
+        local end=$((SECONDS + 20))
+        while kill -0 "$p" 2>/dev/null; do
+            [ "$SECONDS" -lt "$end" ] || fail "node$i did not stop within 20 s of SIGTERM"
+            sleep 0.1
+        done
+        local rc=0
+        wait "$p" || rc=$?
+        [ "$rc" -eq 0 ] || fail "node$i exited with status $rc on SIGTERM"
+        rm -f "$NET/node$i/pbftd.pid"
+    done
+    log "all replicas stopped cleanly"
+}

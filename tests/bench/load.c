@@ -1,0 +1,445 @@
+/*
+ * load.c - pbft-load: drives a running network with pre-signed transfers over JSON-RPC and
+ * measures committed throughput and submit-to-commit latency. Used by scripts/bench.sh.
+ *
+ * Everything expensive for the client (key derivation, signing, hex, JSON) happens before the
+ * clock starts. Each account's transactions are sent by one thread in nonce order (the
+ * ledger rejects a nonce gap), in JSON-RPC batches of broadcast_tx_async. A follower thread
+ * polls the node for new blocks and stamps each transaction's commit time; latency is
+ * commit observed minus batch sent (the polling interval, 2 ms, is the resolution).
+ *
+ * It prints one JSON line (last on stdout), with the ceiling measured in the same run:
+ * raw Ed25519 verifications per second on one core.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+
+#include "consensus/msg.h"
+#include "crypto/keys.h"
+
+#define MAX_ACCOUNTS 1024
+#define MAX_THREADS 32
+
+struct txrec {
+    pbft_digest h;
+    double sent;   /* seconds since t0, set when its batch is sent */
+    double commit; /* seconds since t0, 0 until seen in a block */
+};
+
+static struct txrec *txs;
+static size_t ntx;
+static char **bodies;                   /* pre-built JSON batch bodies */
+static size_t *body_first, *body_count; /* tx index range of each body */
+static size_t nbodies;
+static const char *rpc_url = "http://127.0.0.1:26700";
+static struct timespec t0;
+static atomic_size_t committed;
+static atomic_int sending_done;
+static double rate = 0; /* tx/s limit, 0 = as fast as possible */
+static size_t block_count, block_txs_total;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "pbft-load: %s\n", msg);
+    exit(1);
+}
+
+/* post sends one HTTP POST and returns the response body (malloc'd) or NULL. */
+static char *post(const char *body, size_t len)
+{
+    nng_url *url;
+    nng_http_client *cl;
+    nng_http_req *req;
+    nng_http_res *res;
+    nng_aio *aio;
+    if (nng_url_parse(&url, rpc_url) != 0)
+        die("bad --rpc");
+    if (nng_http_client_alloc(&cl, url) != 0 || nng_http_req_alloc(&req, url) != 0 ||
+        nng_http_res_alloc(&res) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0)
+        die("nng allocation failed");
+    nng_http_req_set_method(req, "POST");
+    nng_http_req_set_uri(req, "/");
+    nng_http_req_set_header(req, "Content-Type", "application/json");
+    nng_http_req_copy_data(req, body, len);
+    nng_aio_set_timeout(aio, 30000);
+    nng_http_client_transact(cl, req, res, aio);
+    nng_aio_wait(aio);
+    char *out = NULL;
+    if (nng_aio_result(aio) == 0) {
+        void *d;
+        size_t n;
+        nng_http_res_get_data(res, &d, &n);
+        out = malloc(n + 1);
+        memcpy(out, d, n);
+        out[n] = 0;
+    }
+    nng_aio_free(aio);
+    nng_http_res_free(res);
+    nng_http_req_free(req);
+    nng_http_client_free(cl);
+    nng_url_free(url);
+    return out;
+}
+
+static json_t *call(const char *method, json_t *params)
+{
+    json_t *req = json_object();
+    json_object_set_new(req, "jsonrpc", json_string("2.0"));
+    json_object_set_new(req, "id", json_integer(1));
+    json_object_set_new(req, "method", json_string(method));
+    json_object_set_new(req, "params", params ? params : json_object());
+    char *b = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    char *r = post(b, strlen(b));
+    free(b);
+    if (r == NULL)
+        return NULL;
+    json_t *j = json_loads(r, 0, NULL);
+    free(r);
+    json_t *res = j ? json_incref(json_object_get(j, "result")) : NULL;
+    json_decref(j);
+    return res;
+}
+
+/* Transactions are found by hash with a sorted index. */
+static size_t *by_hash;
+static int cmp_hash(const void *a, const void *b)
+{
+    return memcmp(txs[*(const size_t *)a].h.b, txs[*(const size_t *)b].h.b, 32);
+}
+static struct txrec *find(const pbft_digest *h)
+{
+    size_t lo = 0, hi = ntx;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = memcmp(txs[by_hash[mid]].h.b, h->b, 32);
+        if (c == 0)
+            return &txs[by_hash[mid]];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static const char *str_or(json_t *o, const char *k, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s != NULL ? s : dflt;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t status_height(void)
+{
+    json_t *s = call("status", NULL);
+    if (s == NULL)
+        return 0;
+    uint64_t h = strtoull(str_or(s, "latest_height", "0"), NULL, 10);
+    json_decref(s);
+    return h;
+}
+
+static uint64_t start_height;
+
+static void *follower(void *arg)
+{
+    (void)arg;
+    uint64_t seen = start_height;
+    double idle_since = -1;
+    while (atomic_load(&committed) < ntx) {
+        uint64_t h = status_height();
+        double t = now_s();
+        if (h <= seen) {
+            if (atomic_load(&sending_done)) {
+                if (idle_since < 0)
+                    idle_since = t;
+                else if (t - idle_since > 20)
+                    break; /* nothing new for 20 s after the last send: give up */
+            }
+            sleep_us(2000);
+            continue;
+        }
+        idle_since = -1;
+        for (uint64_t k = seen + 1; k <= h; k++) {
+            json_t *p = json_object();
+            char hs[24];
+            snprintf(hs, sizeof hs, "%llu", (unsigned long long)k);
+            json_object_set_new(p, "height", json_string(hs));
+            json_t *b = call("block", p);
+            if (b == NULL) {
+                h = k - 1; /* not readable yet: retry from here next round */
+                break;
+            }
+            json_t *arr = json_object_get(b, "txs");
+            block_count++;
+            block_txs_total += json_array_size(arr);
+            for (size_t i = 0; i < json_array_size(arr); i++) {
+                pbft_digest d;
+                if (keys_hex_decode(json_string_value(json_array_get(arr, i)), d.b, 32) != 0)
+                    continue;
+                struct txrec *r = find(&d);
+                if (r != NULL && r->commit == 0) {
+                    r->commit = t;
+                    atomic_fetch_add(&committed, 1);
+                }
+            }
+            json_decref(b);
+        }
+        seen = h;
+    }
+    return NULL;
+}
+
+struct sender {
+    size_t id;         /* sends the bodies it owns, in order */
+    double per_body_s; /* pacing, when rate-limited */
+};
+
+static size_t *owner_of; /* body -> sender thread */
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    double next = now_s();
+    for (size_t b = 0; b < nbodies; b++) {
+        if (owner_of[b] != s->id)
+            continue;
+        if (s->per_body_s > 0) {
+            double t = now_s();
+            if (next > t)
+                sleep_us((long)((next - t) * 1e6));
+            next += s->per_body_s;
+        }
+        double t = now_s();
+        for (size_t i = body_first[b]; i < body_first[b] + body_count[b]; i++)
+            txs[i].sent = t;
+        char *r = post(bodies[b], strlen(bodies[b]));
+        free(r);
+    }
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double verify_rate(void)
+{
+    uint8_t pk[32], sk[64], sig[64], msg[72] = {1};
+    keys_generate(pk, sk);
+    keys_sign(sk, msg, sizeof msg, sig);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    size_t n = 0;
+    double el;
+    do {
+        for (int i = 0; i < 200; i++)
+            n += keys_verify(pk, msg, sizeof msg, sig);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        el = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    } while (el < 1.0);
+    return (double)n / el;
+}
+
+int main(int argc, char **argv)
+{
+    const char *net = NULL;
+    size_t want = 20000, batch = 100, nacc = 64, nthreads = 4, n = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            puts("usage: pbft-load --net DIR [--rpc URL] [--txs N] [--accounts A] [--batch B]\n"
+                 "                 [--threads T] [--rate TX_PER_S] [--n REPLICAS]\n"
+                 "Sends N pre-signed transfers from DIR/accounts/account{0..A-1}.json to URL in\n"
+                 "JSON-RPC batches of B broadcast_tx_async calls from T threads, follows the\n"
+                 "blocks, and prints one JSON line with throughput and latency.");
+            return 0;
+        }
+        if (v == NULL)
+            die("option needs a value (try --help)");
+        if (strcmp(a, "--net") == 0)
+            net = v;
+        else if (strcmp(a, "--rpc") == 0)
+            rpc_url = v;
+        else if (strcmp(a, "--txs") == 0)
+            want = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--accounts") == 0)
+            nacc = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--batch") == 0)
+            batch = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--threads") == 0)
+            nthreads = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--rate") == 0)
+            rate = strtod(v, NULL);
+        else if (strcmp(a, "--n") == 0)
+            n = strtoul(v, NULL, 10);
+        else
+            die("unknown option (try --help)");
+        i++;
+    }
+    if (net == NULL || nacc == 0 || nacc > MAX_ACCOUNTS || batch == 0 || nthreads == 0 ||
+        nthreads > MAX_THREADS || want == 0)
+        die("bad options (try --help)");
+    if (keys_init() != 0)
+        die("libsodium");
+    double vps = verify_rate();
+
+    json_t *st = call("status", NULL);
+    if (st == NULL)
+        die("the node does not answer");
+    uint8_t chain[32];
+    const char *cid = json_string_value(json_object_get(st, "chain_id"));
+    keys_sha256((const uint8_t *)cid, strlen(cid), chain);
+    json_decref(st);
+    start_height = status_height();
+
+    /* Pre-sign. Thread t owns the accounts j with j % T == t and sends only their
+     * transactions, in nonce order, one body after the other: so every account's nonces
+     * reach the primary in order (the ledger refuses a nonce gap). */
+    if (nthreads > nacc)
+        nthreads = nacc;
+    size_t per_acc = (want + nacc - 1) / nacc;
+    ntx = per_acc * nacc;
+    txs = calloc(ntx, sizeof *txs);
+    char **hex = calloc(ntx, sizeof *hex);
+    size_t *order = calloc(ntx, sizeof *order); /* tx indices in send order, thread by thread */
+    size_t *thread_start = calloc(nthreads + 1, sizeof *thread_start);
+    uint8_t to[32] = {0x42};
+    uint8_t(*sks)[64] = calloc(nacc, 64);
+    uint64_t *nonces = calloc(nacc, sizeof *nonces);
+    for (size_t j = 0; j < nacc; j++) {
+        char path[4096], err[256];
+        uint8_t pk[32];
+        snprintf(path, sizeof path, "%s/accounts/account%zu.json", net, j);
+        if (keys_file_read(path, pk, sks[j], err, sizeof err) != 0)
+            die(err);
+        char pkh[65];
+        keys_hex_encode(pk, 32, pkh);
+        json_t *p = json_object();
+        json_object_set_new(p, "public_key", json_string(pkh));
+        json_t *acc = call("account", p);
+        nonces[j] = strtoull(str_or(acc, "nonce", "0"), NULL, 10);
+        json_decref(acc);
+    }
+    size_t idx = 0;
+    for (size_t t = 0; t < nthreads; t++) {
+        thread_start[t] = idx;
+        for (size_t k = 0; k < per_acc; k++)
+            for (size_t j = t; j < nacc; j += nthreads) {
+                uint8_t tx[256];
+                size_t len;
+                pbft_tx_encode_transfer(chain, sks[j], nonces[j] + k, to, 1, tx, sizeof tx, &len);
+                pbft_tx_hash(tx, len, &txs[idx].h);
+                hex[idx] = malloc(2 * len + 1);
+                keys_hex_encode(tx, len, hex[idx]);
+                order[idx] = idx;
+                idx++;
+            }
+    }
+    thread_start[nthreads] = idx;
+    free(sks);
+    free(nonces);
+    free(order);
+    /* Bodies never straddle two threads' ranges. */
+    nbodies = 0;
+    for (size_t t = 0; t < nthreads; t++)
+        nbodies += (thread_start[t + 1] - thread_start[t] + batch - 1) / batch;
+    bodies = calloc(nbodies, sizeof *bodies);
+    body_first = calloc(nbodies, sizeof *body_first);
+    body_count = calloc(nbodies, sizeof *body_count);
+    size_t *body_owner = calloc(nbodies, sizeof *body_owner);
+    size_t b = 0;
+    for (size_t t = 0; t < nthreads; t++)
+        for (size_t i = thread_start[t]; i < thread_start[t + 1]; i += batch, b++) {
+            body_first[b] = i;
+            body_count[b] = i + batch <= thread_start[t + 1] ? batch : thread_start[t + 1] - i;
+            body_owner[b] = t;
+            size_t cap = body_count[b] * 700 + 16, off = 0;
+            char *s = malloc(cap);
+            s[off++] = '[';
+            for (size_t q = 0; q < body_count[b]; q++)
+                off += (size_t)snprintf(s + off, cap - off,
+                                        "%s{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":"
+                                        "\"broadcast_tx_async\",\"params\":{\"tx\":\"%s\"}}",
+                                        q ? "," : "", i + q, hex[i + q]);
+            s[off++] = ']';
+            s[off] = 0;
+            bodies[b] = s;
+        }
+    for (size_t i = 0; i < ntx; i++)
+        free(hex[i]);
+    free(hex);
+    by_hash = malloc(ntx * sizeof *by_hash);
+    for (size_t i = 0; i < ntx; i++)
+        by_hash[i] = i;
+    qsort(by_hash, ntx, sizeof *by_hash, cmp_hash);
+    owner_of = body_owner;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_t fol;
+    pthread_create(&fol, NULL, follower, NULL);
+    pthread_t th[MAX_THREADS];
+    struct sender sd[MAX_THREADS];
+    for (size_t t = 0; t < nthreads; t++) {
+        sd[t].id = t;
+        sd[t].per_body_s = rate > 0 ? (double)batch * (double)nthreads / rate : 0;
+        pthread_create(&th[t], NULL, sender_main, &sd[t]);
+    }
+    for (size_t t = 0; t < nthreads; t++)
+        pthread_join(th[t], NULL);
+    double send_end = now_s();
+    atomic_store(&sending_done, 1);
+    pthread_join(fol, NULL);
+
+    size_t done = atomic_load(&committed);
+    double *lat = malloc((done ? done : 1) * sizeof *lat);
+    size_t k = 0;
+    double first = 1e18, last = 0;
+    for (size_t i = 0; i < ntx; i++) {
+        if (txs[i].commit == 0)
+            continue;
+        lat[k++] = (txs[i].commit - txs[i].sent) * 1000;
+        if (txs[i].sent < first)
+            first = txs[i].sent;
+        if (txs[i].commit > last)
+            last = txs[i].commit;
+    }
+    qsort(lat, k, sizeof *lat, cmp_double);
+    double span = last > first ? last - first : 1e-9;
+    double tps = (double)k / span;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double ceiling = vps * (double)cores / (double)n;
+    printf("{\"bench\":\"load\",\"n\":%zu,\"submitted\":%zu,\"committed\":%zu,"
+           "\"committed_tx_per_s\":%.1f,\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"block_txs\":%.1f,"
+           "\"blocks\":%zu,\"send_s\":%.2f,\"rate_limit\":%.0f,\"verify_per_s_per_core\":%.0f,"
+           "\"cores\":%ld,\"ceiling_tx_per_s\":%.1f,\"efficiency\":%.3f}\n",
+           n, ntx, k, tps, k ? lat[k / 2] : 0, k ? lat[(k * 99) / 100] : 0,
+           block_count ? (double)block_txs_total / (double)block_count : 0, block_count, send_end,
+           rate, vps, cores, ceiling, tps / ceiling);
+    return k == ntx ? 0 : 1;
+}
