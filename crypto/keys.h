@@ -22,9 +22,9 @@
 /* Error codes (0 is success). */
 enum {
     KEYS_OK = 0,
-    KEYS_E_INIT = 1,   /* libsodium failed to initialise */
-    KEYS_E_IO = 2,     /* file could not be opened, read or written */
-    KEYS_E_FORMAT = 3, /* key file is not the documented JSON, or hex is malformed */
+    KEYS_E_INIT = 1,     /* libsodium failed to initialise */
+    KEYS_E_IO = 2,       /* file could not be opened, read or written */
+    KEYS_E_FORMAT = 3,   /* key file is not the documented JSON, or hex is malformed */
     KEYS_E_MISMATCH = 4, /* public key in the file does not belong to the private key */
     KEYS_E_EXISTS = 5,   /* refusing to overwrite an existing key file */
     KEYS_E_PERM = 6,     /* key file is readable by group or others */
