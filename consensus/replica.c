@@ -62,6 +62,11 @@ struct slot {
     bool committed;
     uint64_t cview; /* committed: the view and digest of the certificate */
     pbft_digest cd;
+    /* The certificate itself, frozen when the slot commits: the per-sender votes above
+     * may be replaced by a later view's before the block executes. */
+    uint8_t *cert;
+    uint32_t cert_n;
+    uint16_t cert_count;
     /* The prepared certificate with the highest view, kept across views for VIEW-CHANGE
      * [OSDI §4.4: the set P]. Encoded as in VIEW-CHANGE: elem(pre-prepare), list(prepares). */
     bool has_pc;
@@ -69,6 +74,13 @@ struct slot {
     pbft_digest pc_d;
     uint8_t *pc;
     uint32_t pc_n;
+    /* The prepared certificate's block, kept when a later view re-proposes the seq with
+     * another digest: a later NEW-VIEW may choose this certificate again, and then some
+     * correct replica must still have the body (found by the simulator: without it, 2f+1
+     * replicas committed a block none of them could execute). NULL when the current
+     * block is the certificate's, or unknown. */
+    uint8_t *pc_block;
+    uint32_t pc_block_n;
     uint64_t sent_ms; /* last (re)transmission of our part */
     uint32_t resends; /* how many times; the interval doubles with each (capped) */
     uint64_t help_ms; /* last time we re-sent our COMMIT to a lagging peer */
@@ -157,8 +169,12 @@ struct pbft_replica {
     uint64_t claim_sent;     /* highest seq we advertised in a CHECKPOINT */
 
     /* State transfer [TOCS §6.2, simplified to blocks + commit certificates]. */
-    uint64_t st_target; /* highest seq known committed by at least one honest replica */
+    uint64_t st_proven; /* committed for sure: a stable checkpoint, a NEW-VIEW's min-s, or a
+                           height f+1 replicas claim */
+    uint64_t st_target; /* max(st_proven, the highest single claim): how far we try */
     uint16_t st_peer;
+    uint64_t st_progress; /* last_exec when the current request went out */
+    uint64_t claim_ms;    /* when we last advertised our executed height */
     bool st_active;
     uint64_t st_deadline;
     uint64_t *serve_ms; /* per peer: last range request served (rate limit) */
@@ -829,6 +845,8 @@ static void slot_free(pbft_replica *r, struct slot *s)
     free(s->pp);
     free(s->block);
     free(s->pc);
+    free(s->pc_block);
+    free(s->cert);
     for (uint16_t j = 0; j < r->c.n; j++) {
         vote_clear(&s->prep[j]);
         vote_clear(&s->com[j]);
@@ -1032,9 +1050,7 @@ static void try_execute(pbft_replica *r)
             want_body(r, s, &s->cd);
             break;
         }
-        pbft_list cert;
-        if (!cert_from_votes(r, s, s->cview, &s->cd, &cert))
-            break;
+        pbft_list cert = {s->cert_count, {s->cert, s->cert_n}};
         uint64_t before = r->last_exec;
         execute(r, seq, s->cview, &s->cd, s->block, s->block_n, &cert);
         if (r->last_exec == before)
@@ -1062,12 +1078,27 @@ static void check_committed(pbft_replica *r, struct slot *s, uint64_t view, cons
     /* committed-local needs prepared + 2f+1 commits; a replica that missed the pre-prepare
      * but holds 2f+1 valid COMMITs has a commit certificate, which proves the same thing
      * (at least f+1 correct replicas prepared it), so it commits and fetches the body. */
+    pbft_list cert;
+    if (!cert_from_votes(r, s, view, d, &cert))
+        return; /* out of memory: retried when the next vote arrives */
+    uint8_t *frozen = dup_bytes(cert.region.p, cert.region.n);
+    if (frozen == NULL)
+        return;
+    free(s->cert);
+    s->cert = frozen;
+    s->cert_n = (uint32_t)cert.region.n;
+    s->cert_count = cert.count;
     s->committed = true;
     s->cview = view;
     s->cd = *d;
     if (s->block != NULL && !digest_eq(&s->d, d)) {
         free(s->block);
         s->block = NULL;
+    }
+    if (s->block == NULL && s->pc_block != NULL && digest_eq(&s->pc_d, d)) {
+        s->block = s->pc_block;
+        s->block_n = s->pc_block_n;
+        s->pc_block = NULL;
     }
     if (s->block == NULL)
         s->d = *d;
@@ -1120,6 +1151,8 @@ static void check_prepared(pbft_replica *r, struct slot *s)
         }
         assert(off == pcn);
         free(s->pc);
+        free(s->pc_block); /* the new certificate's body is the current block */
+        s->pc_block = NULL;
         s->pc = pc;
         s->pc_n = (uint32_t)pcn;
         s->has_pc = true;
@@ -1152,7 +1185,18 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
         return false;
     }
     free(s->pp);
-    free(s->block);
+    if (s->block != NULL && s->has_pc && digest_eq(&s->pc_d, &s->d) && !digest_eq(&s->d, d)) {
+        free(s->pc_block); /* the current block is the certificate's: keep it aside */
+        s->pc_block = s->block;
+        s->pc_block_n = s->block_n;
+    } else {
+        free(s->block);
+    }
+    if (bc == NULL && s->pc_block != NULL && s->has_pc && digest_eq(&s->pc_d, d)) {
+        bc = s->pc_block; /* re-proposed: the certificate's body becomes current again */
+        block_n = s->pc_block_n;
+        s->pc_block = NULL;
+    }
     s->has_pp = true;
     s->resends = 0;
     s->pp_view = view;
@@ -1161,6 +1205,10 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
     s->pp_n = (uint32_t)pp.n;
     s->block = bc;
     s->block_n = (uint32_t)block_n;
+    if (bc != NULL && s->pc_block != NULL && digest_eq(&s->pc_d, d)) {
+        free(s->pc_block); /* the current block is the certificate's own body */
+        s->pc_block = NULL;
+    }
     s->prepared = false;
     s->sent_ms = r->now;
     if (view == r->view && s->seq > r->max_pp_seq)
@@ -1187,18 +1235,19 @@ static void send_prepare(pbft_replica *r, struct slot *s)
 static void help_lagging(pbft_replica *r, uint64_t seq, uint16_t to)
 {
     struct slot *s = find_slot(r, seq);
-    if (s == NULL || !s->committed || r->now - s->help_ms < r->c.resend_ms)
+    if (s == NULL || !s->committed || s->cert == NULL || r->byz != NULL ||
+        r->now - s->help_ms < r->c.resend_ms)
         return;
     s->help_ms = r->now;
-    for (uint16_t j = 0; j < r->c.n; j++) {
-        struct vote *v = &s->com[j];
-        if (v->set && v->view == s->cview && digest_eq(&v->d, &s->cd)) {
-            struct outmsg m = vote_msg(PBFT_MSG_COMMIT, v->view, seq, &v->d);
-            if (j == r->c.id)
-                resend_signed(r, &m, v->frame, v->n, to);
-            else if (r->byz == NULL)
-                forward_signed(r, to, v->frame, v->n); /* another replica's signed COMMIT */
-        }
+    /* The frozen certificate: 2f+1 signed COMMITs of one view, each relayed as it was
+     * signed (not ours to mutate, so a Byzantine replica does not help). */
+    pbft_list cert = {s->cert_count, {s->cert, s->cert_n}};
+    size_t off = 0;
+    pbft_span m;
+    while (pbft_list_next(&cert, &off, &m)) {
+        pbft_env e;
+        if (pbft_signed_decode(m.p, m.n, PBFT_MSG_COMMIT, &e) == PBFT_OK && e.sender != to)
+            forward_signed(r, to, m.p, m.n);
     }
 }
 
@@ -1411,6 +1460,8 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
         r->max_pp_seq = seq;
     if (r->last_exec < seq) {
         /* We are behind the stable checkpoint: fetch the blocks [TOCS §6.2]. */
+        if (r->st_proven < seq)
+            r->st_proven = seq;
         if (r->st_target < seq)
             r->st_target = seq;
         start_state_transfer(r);
@@ -1454,15 +1505,25 @@ static void check_stable(pbft_replica *r, struct ckslot *k)
     }
 }
 
-/* update_target: if f+1 replicas signed that they executed at least X, one of them is
- * correct, so X is committed: that is how far state transfer may go. */
-static void update_target(pbft_replica *r)
+/* retarget recomputes how far state transfer should go. f+1 claims of height X include a
+ * correct replica, so X is proven committed. A single claim is only a hint, but a cheap one
+ * to check: we ask the claimer itself, and its commit certificates are the proof. A claimer
+ * that then delivers nothing has its claim discounted (see on_tick), so a liar costs one
+ * request per claim it signs. Returns the replica with the highest claim. */
+static uint16_t retarget(pbft_replica *r)
 {
     uint64_t top[PBFT_MAX_N];
-    uint16_t k = 0;
-    for (uint16_t j = 0; j < r->c.n; j++)
-        if (j != r->c.id)
-            top[k++] = r->claims[j];
+    uint16_t k = 0, best_j = r->st_peer;
+    uint64_t best = 0;
+    for (uint16_t j = 0; j < r->c.n; j++) {
+        if (j == r->c.id)
+            continue;
+        top[k++] = r->claims[j];
+        if (r->claims[j] > best) {
+            best = r->claims[j];
+            best_j = j;
+        }
+    }
     /* partial selection sort: the (f+1)-th largest */
     for (uint16_t i = 0; i <= r->f && i < k; i++)
         for (uint16_t j = (uint16_t)(i + 1); j < k; j++)
@@ -1471,8 +1532,17 @@ static void update_target(pbft_replica *r)
                 top[i] = top[j];
                 top[j] = t;
             }
-    if (r->f < k && top[r->f] > r->st_target)
-        r->st_target = top[r->f];
+    if (r->f < k && top[r->f] > r->st_proven)
+        r->st_proven = top[r->f];
+    r->st_target = best > r->st_proven ? best : r->st_proven;
+    return best_j;
+}
+
+static void update_target(pbft_replica *r)
+{
+    uint16_t who = retarget(r);
+    if (r->st_target > r->last_exec && !r->st_active && r->claims[who] > r->last_exec)
+        r->st_peer = who; /* ask the replica that says it has the blocks */
     if (r->st_target > r->last_exec)
         start_state_transfer(r);
 }
@@ -1575,6 +1645,7 @@ static void st_request(pbft_replica *r)
         upto = from + r->c.max_state_blocks - 1;
     send_state_req(r, r->st_peer, from, upto, &zero);
     r->st_deadline = r->now + r->c.state_retry_ms;
+    r->st_progress = r->last_exec;
 }
 
 static void st_rotate(pbft_replica *r)
@@ -1672,9 +1743,12 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
             break; /* a gap: the rest cannot be applied yet */
         uint64_t cview = 0;
         pbft_block vb;
-        if (!verify_commit_cert(r, &cert, b.height, &d, &cview) ||
-            !validate_block(r, blk.p, blk.n, b.height, &d, false, &vb)) {
+        bool cert_ok = verify_commit_cert(r, &cert, b.height, &d, &cview);
+        if (!cert_ok || !validate_block(r, blk.p, blk.n, b.height, &d, false, &vb)) {
             drop(r, PBFT_DROP_BAD_STATE);
+            trace(r, PBFT_TRACE_REJECT, r->view, b.height, "state transfer from %u: block %llu %s",
+                  e->sender, (unsigned long long)b.height,
+                  cert_ok ? "does not validate" : "has no valid commit certificate");
             if (r->st_active && e->sender == r->st_peer) {
                 st_rotate(r); /* this peer lies: ask the next one at once */
                 r->st_deadline = r->now;
@@ -1682,7 +1756,13 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
             break;
         }
         struct slot *s = find_slot(r, b.height);
-        if (s != NULL && !s->committed) {
+        uint8_t *frozen =
+            s != NULL && !s->committed ? dup_bytes(cert.region.p, cert.region.n) : NULL;
+        if (frozen != NULL) {
+            free(s->cert);
+            s->cert = frozen;
+            s->cert_n = (uint32_t)cert.region.n;
+            s->cert_count = cert.count;
             s->committed = true;
             s->cview = cview;
             s->cd = d;
@@ -1711,11 +1791,29 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
     }
     if (!digest_zero(&q.d)) {
         struct slot *s = find_slot(r, q.from_seq);
+        if (s != NULL && s->block == NULL && s->pc_block != NULL && digest_eq(&s->pc_d, &q.d)) {
+            /* serve the kept certificate body */
+            pbft_state_reply sr;
+            pbft_list none = {0, {NULL, 0}};
+            pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
+            pbft_state_reply_add(&sr, (pbft_span){s->pc_block, s->pc_block_n}, &none);
+            pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
+            struct outmsg m;
+            memset(&m, 0, sizeof m);
+            m.type = PBFT_MSG_STATE_REP;
+            if (sr.w.err == 0)
+                transmit(r, &m, sr.w.p, sr.w.len, e->sender);
+            pbft_wbuf_free(&sr.w);
+            return;
+        }
         if (s != NULL && s->block != NULL && digest_eq(&s->d, &q.d)) {
             pbft_state_reply sr;
             pbft_list cert = {0, {NULL, 0}};
-            if (s->committed)
-                cert_from_votes(r, s, s->cview, &s->cd, &cert);
+            if (s->committed) {
+                cert.count = s->cert_count;
+                cert.region.p = s->cert;
+                cert.region.n = s->cert_n;
+            }
             pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
             pbft_state_reply_add(&sr, (pbft_span){s->block, s->block_n}, &cert);
             pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
@@ -2109,6 +2207,9 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
         if (s->block != NULL && digest_eq(&s->d, &v.d)) {
             blk = s->block;
             blk_n = s->block_n;
+        } else if (s->pc_block != NULL && digest_eq(&s->pc_d, &v.d)) {
+            blk = s->pc_block;
+            blk_n = s->pc_block_n;
         } else if (null_block(r, seq, r->view, &nb, &nd) && digest_eq(&nd, &v.d)) {
             blk = nb.p;
             blk_n = nb.n;
@@ -2157,6 +2258,8 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
     r->req_deadline = NONE;
     update_req_timer(r, true);
     if (o->min_s > r->last_exec) {
+        if (r->st_proven < o->min_s)
+            r->st_proven = o->min_s;
         if (r->st_target < o->min_s)
             r->st_target = o->min_s;
         start_state_transfer(r);
@@ -2257,16 +2360,22 @@ static void check_vc_quorum(pbft_replica *r)
 {
     if (!r->in_vc)
         return;
-    uint16_t count = 0;
-    for (uint16_t j = 0; j < r->c.n; j++)
-        if (r->vcs[j].set && r->vcs[j].view == r->view)
-            count++;
-    if (count < r->q)
-        return;
-    /* [TOCS §4.5.2] with 2f+1 VIEW-CHANGEs for v, wait T for the NEW-VIEW. */
-    if (r->vc_deadline == NONE)
+    uint16_t exact = 0, at_least = 0;
+    for (uint16_t j = 0; j < r->c.n; j++) {
+        if (!r->vcs[j].set || r->vcs[j].view < r->view)
+            continue;
+        at_least++;
+        if (r->vcs[j].view == r->view)
+            exact++;
+    }
+    /* [TOCS §4.5.2] with 2f+1 VIEW-CHANGEs for v, wait T for the NEW-VIEW. We start the
+     * timer when 2f+1 replicas are at views >= v: one that already moved on to v+1 keeps
+     * only its newest VIEW-CHANGE here, and counting only exact matches then left honest
+     * replicas split between v and v+1 with no timer running (found by the simulator). */
+    if (at_least >= r->q && r->vc_deadline == NONE)
         r->vc_deadline = r->now + r->T;
-    if (primary_of(r, r->view) == r->c.id && r->nv == NULL)
+    /* The NEW-VIEW itself needs 2f+1 VIEW-CHANGEs for exactly this view [OSDI §4.4]. */
+    if (exact >= r->q && primary_of(r, r->view) == r->c.id && r->nv == NULL)
         make_newview(r);
 }
 
@@ -2519,21 +2628,22 @@ static void update_req_timer(pbft_replica *r, bool progress)
 
 static bool has_resend_work(const pbft_replica *r)
 {
-    return r->in_vc || r->max_pp_seq > r->last_exec || r->last_applied > r->claim_sent ||
+    return r->in_vc || r->max_pp_seq > r->last_exec || r->last_applied > 0 ||
            (r->held > 0 && !is_primary(r));
 }
 
 static void do_resend(pbft_replica *r)
 {
     if (r->in_vc) {
-        /* Re-send our VIEW-CHANGE to the replicas that have not sent one for this view. */
+        /* Re-send our VIEW-CHANGE to every replica: that one sent us its own says nothing
+         * about whether it got ours (found by the simulator: the new primary never did). */
         uint32_t shift = r->vc_resends < 4 ? r->vc_resends : 4;
         if (r->now - r->vc_sent_ms < ((uint64_t)r->c.resend_ms << shift))
             return;
         r->vc_sent_ms = r->now;
         r->vc_resends++;
         for (uint16_t j = 0; j < r->c.n && r->my_vc != NULL; j++) {
-            if (j == r->c.id || (r->vcs[j].set && r->vcs[j].view >= r->view))
+            if (j == r->c.id)
                 continue;
             struct outmsg m;
             memset(&m, 0, sizeof m);
@@ -2575,15 +2685,16 @@ static void do_resend(pbft_replica *r)
                 s->com[j].set && s->com[j].view == s->pp_view && digest_eq(&s->com[j].d, &s->d);
             bool has_prepare =
                 s->prep[j].set && s->prep[j].view == s->pp_view && digest_eq(&s->prep[j].d, &s->d);
-            if (has_commit)
-                continue; /* j prepared: it has the pre-prepare and 2f prepares */
-            if (is_primary(r) && !has_prepare) {
+            /* What j's votes prove it has: a PREPARE or COMMIT from j means it holds the
+             * pre-prepare (the big frame); a COMMIT means it prepared and needs no PREPARE.
+             * Nothing proves it has our COMMIT, so that one always goes. */
+            if (is_primary(r) && !has_prepare && !has_commit) {
                 struct outmsg m = vote_msg(PBFT_MSG_PREPREPARE, s->pp_view, seq, &s->d);
                 m.attach = s->block;
                 m.attach_n = s->block != NULL ? s->block_n : 0;
                 resend_signed(r, &m, s->pp, s->pp_n, j);
             }
-            if (p->set && p->view == r->view) {
+            if (p->set && p->view == r->view && !has_commit) {
                 struct outmsg m = vote_msg(PBFT_MSG_PREPARE, p->view, seq, &p->d);
                 resend_signed(r, &m, p->frame, p->n, j);
             }
@@ -2618,7 +2729,12 @@ static void do_resend(pbft_replica *r)
     }
     /* Idle: advertise how far we executed (a signed CHECKPOINT claim), so a replica that
      * fell behind between checkpoints learns it from f+1 of us. */
-    if (!busy && r->last_applied > r->claim_sent && r->last_applied + r->c.window > r->last_exec) {
+    /* ... and repeat it every 8 resend intervals while idle: a replica that was cut off when
+     * we last said it would otherwise never hear it (found by the simulator). */
+    bool due = r->last_applied > r->claim_sent ||
+               (r->last_applied > 0 && r->now - r->claim_ms >= 8 * (uint64_t)r->c.resend_ms);
+    if (!busy && due && r->last_applied + r->c.window > r->last_exec) {
+        r->claim_ms = r->now;
         pbft_digest sd;
         state_digest(&r->chain_ring[r->last_applied % r->c.window], r->app_hash, &sd);
         send_checkpoint(r, r->last_applied, &sd);
@@ -2640,10 +2756,16 @@ static void on_tick(pbft_replica *r)
         do_resend(r);
     }
     if (r->st_active && r->now >= r->st_deadline) {
+        if (r->last_exec == r->st_progress && r->claims[r->st_peer] > r->last_exec)
+            r->claims[r->st_peer] = r->last_exec; /* it claimed blocks it did not deliver */
+        uint16_t who = retarget(r);
         if (r->last_exec >= r->st_target) {
             r->st_active = false;
         } else {
-            st_rotate(r);
+            if (r->claims[who] > r->last_exec && who != r->st_peer)
+                r->st_peer = who;
+            else
+                st_rotate(r);
             st_request(r);
         }
     }
