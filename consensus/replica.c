@@ -46,6 +46,8 @@ struct vote {
     uint32_t n;
 };
 
+#define SLOT_KEEP 4
+
 struct slot {
     uint64_t seq; /* 0: unused */
     /* The accepted pre-prepare, in view pp_view [OSDI §4.2]. */
@@ -74,13 +76,18 @@ struct slot {
     pbft_digest pc_d;
     uint8_t *pc;
     uint32_t pc_n;
-    /* The prepared certificate's block, kept when a later view re-proposes the seq with
-     * another digest: a later NEW-VIEW may choose this certificate again, and then some
-     * correct replica must still have the body (found by the simulator: without it, 2f+1
-     * replicas committed a block none of them could execute). NULL when the current
-     * block is the certificate's, or unknown. */
-    uint8_t *pc_block;
-    uint32_t pc_block_n;
+    /* Bodies of earlier pre-prepares we accepted (and so voted for) in this slot, kept
+     * until the slot is collected, as PBFT keeps every request it logged [OSDI §4.3]: a
+     * later NEW-VIEW may choose one of them again from any prepared certificate, and then
+     * a correct replica that voted for it must still have the body (found by the
+     * simulator: 2f+1 replicas committed a block whose only holder was Byzantine). At most
+     * SLOT_KEEP, the oldest view evicted first. */
+    struct kept {
+        pbft_digest d;
+        uint64_t view;
+        uint8_t *p; /* NULL: free entry */
+        uint32_t n;
+    } kept[SLOT_KEEP];
     uint64_t sent_ms; /* last (re)transmission of our part */
     uint32_t resends; /* how many times; the interval doubles with each (capped) */
     uint64_t help_ms; /* last time we re-sent our COMMIT to a lagging peer */
@@ -845,7 +852,8 @@ static void slot_free(pbft_replica *r, struct slot *s)
     free(s->pp);
     free(s->block);
     free(s->pc);
-    free(s->pc_block);
+    for (int k = 0; k < SLOT_KEEP; k++)
+        free(s->kept[k].p);
     free(s->cert);
     for (uint16_t j = 0; j < r->c.n; j++) {
         vote_clear(&s->prep[j]);
@@ -855,6 +863,59 @@ static void slot_free(pbft_replica *r, struct slot *s)
     memset(s, 0, sizeof *s);
     s->prep = p;
     s->com = c;
+}
+
+/* keep_body stores a body this slot voted for (takes ownership of p). */
+static void keep_body(struct slot *s, const pbft_digest *d, uint64_t view, uint8_t *p, uint32_t n)
+{
+    int slot = -1;
+    for (int k = 0; k < SLOT_KEEP; k++) {
+        if (s->kept[k].p != NULL && digest_eq(&s->kept[k].d, d)) {
+            free(p); /* already kept */
+            return;
+        }
+        if (s->kept[k].p == NULL && slot < 0)
+            slot = k;
+    }
+    if (slot < 0) { /* full: evict the oldest view */
+        slot = 0;
+        for (int k = 1; k < SLOT_KEEP; k++)
+            if (s->kept[k].view < s->kept[slot].view)
+                slot = k;
+        free(s->kept[slot].p);
+    }
+    s->kept[slot].d = *d;
+    s->kept[slot].view = view;
+    s->kept[slot].p = p;
+    s->kept[slot].n = n;
+}
+
+/* take_body removes and returns a kept body with digest d (ownership to the caller). */
+static uint8_t *take_body(struct slot *s, const pbft_digest *d, uint32_t *n)
+{
+    for (int k = 0; k < SLOT_KEEP; k++)
+        if (s->kept[k].p != NULL && digest_eq(&s->kept[k].d, d)) {
+            uint8_t *p = s->kept[k].p;
+            *n = s->kept[k].n;
+            s->kept[k].p = NULL;
+            return p;
+        }
+    return NULL;
+}
+
+/* find_body returns the current or a kept body with digest d, or NULL. */
+static const uint8_t *find_body(const struct slot *s, const pbft_digest *d, uint32_t *n)
+{
+    if (s->block != NULL && digest_eq(&s->d, d)) {
+        *n = s->block_n;
+        return s->block;
+    }
+    for (int k = 0; k < SLOT_KEEP; k++)
+        if (s->kept[k].p != NULL && digest_eq(&s->kept[k].d, d)) {
+            *n = s->kept[k].n;
+            return s->kept[k].p;
+        }
+    return NULL;
 }
 
 static bool in_window(const pbft_replica *r, uint64_t seq)
@@ -1092,16 +1153,15 @@ static void check_committed(pbft_replica *r, struct slot *s, uint64_t view, cons
     s->cview = view;
     s->cd = *d;
     if (s->block != NULL && !digest_eq(&s->d, d)) {
-        free(s->block);
+        keep_body(s, &s->d, s->pp_view, s->block, s->block_n);
         s->block = NULL;
     }
-    if (s->block == NULL && s->pc_block != NULL && digest_eq(&s->pc_d, d)) {
-        s->block = s->pc_block;
-        s->block_n = s->pc_block_n;
-        s->pc_block = NULL;
-    }
-    if (s->block == NULL)
+    if (s->block == NULL) {
+        uint32_t kn = 0;
+        s->block = take_body(s, d, &kn);
+        s->block_n = kn;
         s->d = *d;
+    }
     try_execute(r);
 }
 
@@ -1151,8 +1211,6 @@ static void check_prepared(pbft_replica *r, struct slot *s)
         }
         assert(off == pcn);
         free(s->pc);
-        free(s->pc_block); /* the new certificate's body is the current block */
-        s->pc_block = NULL;
         s->pc = pc;
         s->pc_n = (uint32_t)pcn;
         s->has_pc = true;
@@ -1185,17 +1243,17 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
         return false;
     }
     free(s->pp);
-    if (s->block != NULL && s->has_pc && digest_eq(&s->pc_d, &s->d) && !digest_eq(&s->d, d)) {
-        free(s->pc_block); /* the current block is the certificate's: keep it aside */
-        s->pc_block = s->block;
-        s->pc_block_n = s->block_n;
-    } else {
+    if (s->block != NULL && !digest_eq(&s->d, d))
+        keep_body(s, &s->d, s->pp_view, s->block, s->block_n); /* we voted for it */
+    else
         free(s->block);
-    }
-    if (bc == NULL && s->pc_block != NULL && s->has_pc && digest_eq(&s->pc_d, d)) {
-        bc = s->pc_block; /* re-proposed: the certificate's body becomes current again */
-        block_n = s->pc_block_n;
-        s->pc_block = NULL;
+    if (bc == NULL) {
+        uint32_t kn = 0;
+        bc = take_body(s, d, &kn); /* re-proposed: a kept body becomes current again */
+        block_n = kn;
+    } else {
+        uint32_t kn;
+        free(take_body(s, d, &kn)); /* the current block is that body */
     }
     s->has_pp = true;
     s->resends = 0;
@@ -1205,10 +1263,6 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
     s->pp_n = (uint32_t)pp.n;
     s->block = bc;
     s->block_n = (uint32_t)block_n;
-    if (bc != NULL && s->pc_block != NULL && digest_eq(&s->pc_d, d)) {
-        free(s->pc_block); /* the current block is the certificate's own body */
-        s->pc_block = NULL;
-    }
     s->prepared = false;
     s->sent_ms = r->now;
     if (view == r->view && s->seq > r->max_pp_seq)
@@ -1235,20 +1289,26 @@ static void send_prepare(pbft_replica *r, struct slot *s)
 static void help_lagging(pbft_replica *r, uint64_t seq, uint16_t to)
 {
     struct slot *s = find_slot(r, seq);
-    if (s == NULL || !s->committed || s->cert == NULL || r->byz != NULL ||
+    if (s == NULL || !s->committed || s->cert == NULL || s->block == NULL ||
         r->now - s->help_ms < r->c.resend_ms)
         return;
     s->help_ms = r->now;
-    /* The frozen certificate: 2f+1 signed COMMITs of one view, each relayed as it was
-     * signed (not ours to mutate, so a Byzantine replica does not help). */
+    /* The block with its frozen certificate, as a state-transfer reply: the peer verifies
+     * and executes it whatever votes it holds. (Relaying the COMMITs one by one did not
+     * work: a peer keeps only each sender's newest vote, and drops an older view's as stale
+     * - found by the simulator, seed 4000830.) */
+    pbft_state_reply sr;
     pbft_list cert = {s->cert_count, {s->cert, s->cert_n}};
-    size_t off = 0;
-    pbft_span m;
-    while (pbft_list_next(&cert, &off, &m)) {
-        pbft_env e;
-        if (pbft_signed_decode(m.p, m.n, PBFT_MSG_COMMIT, &e) == PBFT_OK && e.sender != to)
-            forward_signed(r, to, m.p, m.n);
+    pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
+    if (pbft_state_reply_add(&sr, (pbft_span){s->block, s->block_n}, &cert) == 0) {
+        pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
+        struct outmsg m;
+        memset(&m, 0, sizeof m);
+        m.type = PBFT_MSG_STATE_REP;
+        if (sr.w.err == 0)
+            transmit(r, &m, sr.w.p, sr.w.len, to);
     }
+    pbft_wbuf_free(&sr.w);
 }
 
 static void on_preprepare(pbft_replica *r, const pbft_env *e, const uint8_t *frame, size_t fn,
@@ -1791,12 +1851,14 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
     }
     if (!digest_zero(&q.d)) {
         struct slot *s = find_slot(r, q.from_seq);
-        if (s != NULL && s->block == NULL && s->pc_block != NULL && digest_eq(&s->pc_d, &q.d)) {
-            /* serve the kept certificate body */
+        uint32_t kn = 0;
+        const uint8_t *kb = s != NULL ? find_body(s, &q.d, &kn) : NULL;
+        if (kb != NULL && !(s->block != NULL && digest_eq(&s->d, &q.d))) {
+            /* a kept body we voted for (not committed under this digest here) */
             pbft_state_reply sr;
             pbft_list none = {0, {NULL, 0}};
             pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
-            pbft_state_reply_add(&sr, (pbft_span){s->pc_block, s->pc_block_n}, &none);
+            pbft_state_reply_add(&sr, (pbft_span){kb, kn}, &none);
             pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
             struct outmsg m;
             memset(&m, 0, sizeof m);
@@ -2202,14 +2264,15 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
         /* The body: the block we hold for this digest, the null block, or fetch it. */
         const uint8_t *blk = NULL;
         size_t blk_n = 0;
+        uint32_t kept_n = 0;
         pbft_span nb;
         pbft_digest nd;
         if (s->block != NULL && digest_eq(&s->d, &v.d)) {
             blk = s->block;
             blk_n = s->block_n;
-        } else if (s->pc_block != NULL && digest_eq(&s->pc_d, &v.d)) {
-            blk = s->pc_block;
-            blk_n = s->pc_block_n;
+        } else if (find_body(s, &v.d, &kept_n) != NULL) {
+            blk = find_body(s, &v.d, &kept_n);
+            blk_n = kept_n;
         } else if (null_block(r, seq, r->view, &nb, &nd) && digest_eq(&nd, &v.d)) {
             blk = nb.p;
             blk_n = nb.n;
