@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "consensus/replica.h"
@@ -233,6 +234,9 @@ static int cmd_testnet(int argc, char **argv)
     genesis g;
     memset(&g, 0, sizeof g);
     snprintf(g.chain_id, sizeof g.chain_id, "%s", chain);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    g.genesis_time_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
     pbft_config d;
     memset(&d, 0, sizeof d);
     pbft_config_defaults(&d);
