@@ -1284,6 +1284,24 @@ static void send_prepare(pbft_replica *r, struct slot *s)
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
 }
 
+/* send_block sends one block (with its certificate, or an empty one for a body asked for by
+ * digest) to a peer as a state-transfer reply. */
+static void send_block(pbft_replica *r, uint16_t to, const uint8_t *blk, size_t n,
+                       const pbft_list *cert)
+{
+    pbft_state_reply sr;
+    pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
+    if (pbft_state_reply_add(&sr, (pbft_span){blk, n}, cert) == 0) {
+        pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
+        struct outmsg m;
+        memset(&m, 0, sizeof m);
+        m.type = PBFT_MSG_STATE_REP;
+        if (sr.w.err == 0)
+            transmit(r, &m, sr.w.p, sr.w.len, to);
+    }
+    pbft_wbuf_free(&sr.w);
+}
+
 /* help_lagging: a peer still voting on a block we executed gets the commit certificate, so it
  * can commit by certificate instead of waiting for a view change. Rate-limited per slot. */
 static void help_lagging(pbft_replica *r, uint64_t seq, uint16_t to)
@@ -1297,18 +1315,8 @@ static void help_lagging(pbft_replica *r, uint64_t seq, uint16_t to)
      * and executes it whatever votes it holds. (Relaying the COMMITs one by one did not
      * work: a peer keeps only each sender's newest vote, and drops an older view's as stale
      * - found by the simulator, seed 4000830.) */
-    pbft_state_reply sr;
     pbft_list cert = {s->cert_count, {s->cert, s->cert_n}};
-    pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
-    if (pbft_state_reply_add(&sr, (pbft_span){s->block, s->block_n}, &cert) == 0) {
-        pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
-        struct outmsg m;
-        memset(&m, 0, sizeof m);
-        m.type = PBFT_MSG_STATE_REP;
-        if (sr.w.err == 0)
-            transmit(r, &m, sr.w.p, sr.w.len, to);
-    }
-    pbft_wbuf_free(&sr.w);
+    send_block(r, to, s->block, s->block_n, &cert);
 }
 
 static void on_preprepare(pbft_replica *r, const pbft_env *e, const uint8_t *frame, size_t fn,
@@ -1855,36 +1863,18 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
         const uint8_t *kb = s != NULL ? find_body(s, &q.d, &kn) : NULL;
         if (kb != NULL && !(s->block != NULL && digest_eq(&s->d, &q.d))) {
             /* a kept body we voted for (not committed under this digest here) */
-            pbft_state_reply sr;
             pbft_list none = {0, {NULL, 0}};
-            pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
-            pbft_state_reply_add(&sr, (pbft_span){kb, kn}, &none);
-            pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
-            struct outmsg m;
-            memset(&m, 0, sizeof m);
-            m.type = PBFT_MSG_STATE_REP;
-            if (sr.w.err == 0)
-                transmit(r, &m, sr.w.p, sr.w.len, e->sender);
-            pbft_wbuf_free(&sr.w);
+            send_block(r, e->sender, kb, kn, &none);
             return;
         }
         if (s != NULL && s->block != NULL && digest_eq(&s->d, &q.d)) {
-            pbft_state_reply sr;
             pbft_list cert = {0, {NULL, 0}};
             if (s->committed) {
                 cert.count = s->cert_count;
                 cert.region.p = s->cert;
                 cert.region.n = s->cert_n;
             }
-            pbft_state_reply_begin(&sr, r->c.id, PBFT_MAX_MSG_BYTES);
-            pbft_state_reply_add(&sr, (pbft_span){s->block, s->block_n}, &cert);
-            pbft_state_reply_seal(&sr, r->c.chain, r->c.sk);
-            struct outmsg m;
-            memset(&m, 0, sizeof m);
-            m.type = PBFT_MSG_STATE_REP;
-            if (sr.w.err == 0)
-                transmit(r, &m, sr.w.p, sr.w.len, e->sender);
-            pbft_wbuf_free(&sr.w);
+            send_block(r, e->sender, s->block, s->block_n, &cert);
         } else if (q.from_seq <= r->last_exec) {
             out_serve(r, e->sender, q.from_seq, q.from_seq, &q.d);
         } else {
