@@ -48,7 +48,10 @@ struct node {
     uint16_t cert_count[4096];
 };
 
+enum { SERVE_HONEST = 0, SERVE_CORRUPT = 1, SERVE_NOTHING = 2 };
+
 struct net {
+    int serve_mode[MAXN]; /* how each node answers state-transfer requests */
     int n;
     uint64_t now;
     struct node nodes[MAXN];
@@ -175,11 +178,25 @@ static void process(struct net *net, int i, pbft_output *o)
         step(net, i, &ev);
     }
     for (size_t k = 0; k < ns; k++) {
+        if (net->serve_mode[i] == SERVE_NOTHING)
+            continue;
         pbft_state_reply sr;
         pbft_state_reply_begin(&sr, (uint16_t)i, PBFT_MAX_MSG_BYTES);
         for (uint64_t h = serves[k].from_seq; h <= serves[k].to_seq && h <= nd->height; h++) {
             pbft_list cert = {nd->cert_count[h], {nd->certs[h], nd->cert_n[h]}};
-            if (pbft_state_reply_add(&sr, (pbft_span){nd->blocks[h], nd->block_n[h]}, &cert))
+            uint8_t *blk = nd->blocks[h];
+            uint8_t *bad = NULL;
+            if (net->serve_mode[i] == SERVE_CORRUPT) {
+                /* a lying peer: the block's timestamp changed, so it no longer matches the
+                 * digest its certificate signs */
+                bad = malloc(nd->block_n[h]);
+                memcpy(bad, blk, nd->block_n[h]);
+                bad[20] ^= 0x01;
+                blk = bad;
+            }
+            int rc = pbft_state_reply_add(&sr, (pbft_span){blk, nd->block_n[h]}, &cert);
+            free(bad);
+            if (rc != 0)
                 break;
         }
         pbft_state_reply_seal(&sr, chain_id(), net->sk[i]);
@@ -712,6 +729,33 @@ static void test_replica_primary_crash_full_pipeline_recovers(void **state)
     net_free(net);
 }
 
+/* A replica catching up is not stalled or fooled by peers that answer state transfer with a
+ * corrupted block (refused and counted as bad state) or not at all: it asks the next peer
+ * and ends with the honest chain. */
+static void test_replica_state_transfer_lying_peers_rejected(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[3].down = true;
+    pbft_replica_free(net->nodes[3].r);
+    net->nodes[3].r = NULL;
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = 10;
+    assert_true(run(net, 60000, all_at_height));
+    net->serve_mode[0] = SERVE_CORRUPT;
+    net->serve_mode[1] = SERVE_NOTHING;
+    node_start(net, 3);
+    submit(net, 0);
+    want_height = 11;
+    assert_true(run(net, net->now + 120000, all_at_height));
+    const pbft_stats *st = pbft_replica_stats(net->nodes[3].r);
+    assert_true(st->state_transfers > 0);
+    assert_true(st->drops[PBFT_DROP_BAD_STATE] > 0); /* the corrupted blocks were seen */
+    assert_agreement(net);
+    net_free(net);
+}
+
 /* Config validation names the offending key. */
 static void test_replica_config_invalid_names_key(void **state)
 {
@@ -747,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
         cmocka_unit_test(test_replica_primary_crash_full_pipeline_recovers),
+        cmocka_unit_test(test_replica_state_transfer_lying_peers_rejected),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
     };
