@@ -98,6 +98,8 @@ struct node {
     uint64_t exec_height; /* executed into the current batch, not yet durable */
     uint8_t exec_chain[32];
     uint8_t exec_app[32];
+    /* Loop statistics, logged at debug level every 5 s. */
+    uint64_t st_iters, st_events, st_write_us, st_step_us, st_last_ms;
     uint64_t durable_height; /* written to disk: what status reports */
     uint8_t durable_chain[32];
     uint8_t durable_app[32];
@@ -308,12 +310,21 @@ static void serve(node *n, const pbft_serve *sv)
 }
 
 /* flush: durable first, then out. */
+static uint64_t mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
 static void flush(node *n)
 {
     if (store_batch_count(n->batch) > 0) {
         char err[512];
+        uint64_t t0 = mono_us();
         if (store_write(n->st, n->batch, true, err, sizeof err) != STORE_OK)
             fatal(n, "store write", err);
+        n->st_write_us += mono_us() - t0;
         store_batch_clear(n->batch);
     }
     ledger_written(n->lg);
@@ -412,6 +423,7 @@ static void *loop_main(void *arg)
             got++;
         pthread_mutex_unlock(&n->mu);
 
+        uint64_t step_t0 = mono_us();
         for (size_t i = 0; i < got; i++) {
             pbft_event ev = {.now_ms = now_ms(n)};
             if (evs[i].kind == EV_FRAME) {
@@ -444,8 +456,23 @@ static void *loop_main(void *arg)
             pbft_event ev = {.kind = PBFT_EV_TICK, .now_ms = now_ms(n)};
             step_and_collect(n, &ev, 0);
         }
+        n->st_step_us += mono_us() - step_t0;
+        n->st_iters++;
+        n->st_events += got;
         flush(n);
         update_status(n);
+        uint64_t t = now_ms(n);
+        if (t - n->st_last_ms >= 5000) {
+            log_msg(LOG_DEBUG,
+                    "loop: %llu iterations, %llu events, %llu ms stepping, %llu ms in synced "
+                    "writes over %llu ms; queues: frames %zu, requests %zu, to verify %zu",
+                    (unsigned long long)n->st_iters, (unsigned long long)n->st_events,
+                    (unsigned long long)(n->st_step_us / 1000),
+                    (unsigned long long)(n->st_write_us / 1000),
+                    (unsigned long long)(t - n->st_last_ms), n->q.len, n->rq.len, n->vq.len);
+            n->st_iters = n->st_events = n->st_write_us = n->st_step_us = 0;
+            n->st_last_ms = t;
+        }
     }
     return NULL;
 }
