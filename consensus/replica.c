@@ -1917,10 +1917,27 @@ static struct txent *queue_head(pbft_replica *r)
     return NULL;
 }
 
+/* nv_bodies_missing: after a view change, is a block the NEW-VIEW re-proposed still without
+ * its body here? Until it arrives the primary cannot know which transactions it carries,
+ * and would propose them again (found by the simulator: the same transaction committed in
+ * two blocks, the second failing its nonce check). */
+static bool nv_bodies_missing(const pbft_replica *r)
+{
+    if (r->nv_max_s <= r->last_exec)
+        return false;
+    for (uint64_t seq = r->last_exec + 1; seq <= r->nv_max_s; seq++) {
+        const struct slot *s = &r->slots[(seq - 1) % r->c.window];
+        if (in_window(r, seq) && s->seq == seq && s->has_pp && s->pp_view == r->view &&
+            s->block == NULL)
+            return true;
+    }
+    return false;
+}
+
 static bool can_propose(const pbft_replica *r)
 {
     return r->started && !r->in_vc && is_primary(r) && in_window(r, r->next_seq) &&
-           r->next_seq - r->last_exec - 1 < r->c.max_inflight;
+           r->next_seq - r->last_exec - 1 < r->c.max_inflight && !nv_bodies_missing(r);
 }
 
 /* try_propose: the primary cuts blocks while it may (watermarks, in-flight bound) and a
@@ -2236,6 +2253,14 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
         make_stable(r, o->min_s, &o->min_d, o->proof.p, o->proof.n);
     for (uint32_t i = 0; i < r->tx_cap; i++)
         r->tx[i].inblock = false;
+    /* Committed blocks not executed yet still carry their transactions: the new primary
+     * must not propose those again (found by the simulator, seed 4000014). The O set's
+     * blocks are marked as their pre-prepares are installed below. */
+    for (uint64_t seq = r->last_exec + 1; seq <= r->h + r->c.window; seq++) {
+        struct slot *cs = find_slot(r, seq);
+        if (cs != NULL && cs->committed && cs->block != NULL)
+            mark_inblock(r, cs->block, cs->block_n);
+    }
 
     for (uint64_t seq = o->min_s + 1; seq <= o->max_s; seq++) {
         pbft_span pp = pps[seq - o->min_s - 1];
