@@ -1758,3 +1758,11 @@ void genesis_to_pbft(const genesis *g, pbft_config *c)
     c->state_retry_ms = g->state_retry_ms;
     c->max_state_blocks = g->max_state_blocks;
 }
+
+void config_resolve(const char *home, const char *p, const char *suffix, char *out, size_t outlen)
+{
+    if (p[0] == '/')
+        snprintf(out, outlen, "%s%s", p, suffix);
+    else
+        snprintf(out, outlen, "%s/%s%s", home, p, suffix);
+}

@@ -64,6 +64,10 @@ void config_defaults(node_config *c);
  *   "config/config.toml:7: p2p.listen: expected a string" */
 int config_load(const char *path, node_config *c, char *err, size_t errlen);
 
+/* config_resolve puts into out the path p (absolute, or relative to home) followed by
+ * suffix (may be ""); used for node.key_file and node.data_dir. */
+void config_resolve(const char *home, const char *p, const char *suffix, char *out, size_t outlen);
+
 /* config_write writes c as a commented config.toml (every key, with its default documented)
  * that config_load reads back to the same values. Returns 0 or -1 with err. */
 int config_write(const char *path, const node_config *c, char *err, size_t errlen);

@@ -384,6 +384,19 @@ static int need_home(int argc, char **argv, const char **home, const char *help)
     return 0;
 }
 
+/* load_home_config reads DIR/config/config.toml over the defaults; prints the error. */
+static int load_home_config(const char *home, node_config *c)
+{
+    char path[CONFIG_PATH_MAX + 64], err[512];
+    config_defaults(c);
+    snprintf(path, sizeof path, "%s/config/config.toml", home);
+    if (config_load(path, c, err, sizeof err) != 0) {
+        fprintf(stderr, "pbftd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_show_node_id(int argc, char **argv)
 {
     const char *home = NULL;
@@ -394,16 +407,9 @@ static int cmd_show_node_id(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     char path[CONFIG_PATH_MAX + 64], err[512];
     node_config c;
-    config_defaults(&c);
-    snprintf(path, sizeof path, "%s/config/config.toml", home);
-    if (config_load(path, &c, err, sizeof err) != 0) {
-        fprintf(stderr, "pbftd: %s\n", err);
+    if (load_home_config(home, &c) != 0)
         return 1;
-    }
-    if (c.key_file[0] == '/')
-        snprintf(path, sizeof path, "%s", c.key_file);
-    else
-        snprintf(path, sizeof path, "%s/%s", home, c.key_file);
+    config_resolve(home, c.key_file, "", path, sizeof path);
     uint8_t pk[32], sk[64];
     if (keys_file_read(path, pk, sk, err, sizeof err) != KEYS_OK) {
         fprintf(stderr, "pbftd: %s\n", err);
@@ -439,16 +445,9 @@ static int cmd_reset(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     char path[CONFIG_PATH_MAX + 64], err[512];
     node_config c;
-    config_defaults(&c);
-    snprintf(path, sizeof path, "%s/config/config.toml", home);
-    if (config_load(path, &c, err, sizeof err) != 0) {
-        fprintf(stderr, "pbftd: %s\n", err);
+    if (load_home_config(home, &c) != 0)
         return 1;
-    }
-    if (c.data_dir[0] == '/')
-        snprintf(path, sizeof path, "%s/db", c.data_dir);
-    else
-        snprintf(path, sizeof path, "%s/%s/db", home, c.data_dir);
+    config_resolve(home, c.data_dir, "/db", path, sizeof path);
     if (store_destroy(path, err, sizeof err) != STORE_OK) {
         fprintf(stderr, "pbftd: %s\n", err);
         return 1;

@@ -667,10 +667,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         goto fail;
 
     uint8_t sk[64];
-    if (n->cfg.key_file[0] == '/')
-        snprintf(path, sizeof path, "%s", n->cfg.key_file);
-    else
-        snprintf(path, sizeof path, "%s/%s", o->home, n->cfg.key_file);
+    config_resolve(o->home, n->cfg.key_file, "", path, sizeof path);
     if (keys_file_read(path, n->pk, sk, err, errlen) != KEYS_OK)
         goto fail;
     int id = -1;
@@ -735,10 +732,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     }
 
     /* Storage and recovery. */
-    if (n->cfg.data_dir[0] == '/')
-        snprintf(path, sizeof path, "%s/db", n->cfg.data_dir);
-    else
-        snprintf(path, sizeof path, "%s/%s/db", o->home, n->cfg.data_dir);
+    config_resolve(o->home, n->cfg.data_dir, "/db", path, sizeof path);
     if (store_open(path, n->pc.chain, &n->st, err, errlen) != STORE_OK)
         goto fail;
     uint8_t app[32];
