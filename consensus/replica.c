@@ -139,6 +139,7 @@ struct pbft_replica {
     void *trace_ctx;
 
     uint64_t now;
+    uint64_t wall; /* wall-clock ms for block timestamps (0: use now) */
     bool started;
 
     /* View state [OSDI §4.4]. */
@@ -1980,8 +1981,9 @@ static uint64_t try_propose(pbft_replica *r)
         }
         uint8_t *blk = malloc(size);
         size_t blk_n = 0;
-        if (blk == NULL || pbft_block_encode(r->next_seq, r->view, r->c.id, r->now, txs, k, blk,
-                                             size, &blk_n) != PBFT_OK) {
+        if (blk == NULL ||
+            pbft_block_encode(r->next_seq, r->view, r->c.id, r->wall != 0 ? r->wall : r->now, txs,
+                              k, blk, size, &blk_n) != PBFT_OK) {
             free(txs);
             free(blk);
             return NONE;
@@ -3291,6 +3293,7 @@ int pbft_replica_step(pbft_replica *r, const pbft_event *ev, pbft_output **out)
     }
     out_reset(r);
     r->now = ev->now_ms;
+    r->wall = ev->wall_ms;
     switch (ev->kind) {
     case PBFT_EV_TICK:
         on_tick(r);

@@ -76,6 +76,9 @@ enum {
 typedef struct {
     int kind;
     uint64_t now_ms;
+    /* Wall-clock time (ms since the Unix epoch) for block timestamps only; the core never
+     * times anything with it. 0: use now_ms (the simulator's virtual clock). */
+    uint64_t wall_ms;
     union {
         struct {
             const uint8_t *p; /* the frame */

@@ -115,6 +115,14 @@ static uint64_t now_ms(node *n)
     return (uint64_t)(ms < 0 ? 0 : ms) + 1;
 }
 
+/* wall_ms: the Unix time in ms, given to the core for block timestamps only. */
+static uint64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
 static bool ring_push(struct ring *r, const struct qev *e)
 {
     if (r->len == r->cap)
@@ -255,7 +263,7 @@ static void collect(node *n, pbft_output *o, int depth)
         memcpy(n->exec_app, apps[i], 32);
     }
     for (size_t i = 0; i < nc && depth < NODE_MAX_DEPTH; i++) {
-        pbft_event ev = {.kind = PBFT_EV_EXECUTED, .now_ms = now_ms(n)};
+        pbft_event ev = {.kind = PBFT_EV_EXECUTED, .now_ms = now_ms(n), .wall_ms = wall_ms()};
         ev.u.exec.seq = seqs[i];
         memcpy(ev.u.exec.app_hash, apps[i], 32);
         step_and_collect(n, &ev, depth + 1);
@@ -425,7 +433,7 @@ static void *loop_main(void *arg)
 
         uint64_t step_t0 = mono_us();
         for (size_t i = 0; i < got; i++) {
-            pbft_event ev = {.now_ms = now_ms(n)};
+            pbft_event ev = {.now_ms = now_ms(n), .wall_ms = wall_ms()};
             if (evs[i].kind == EV_FRAME) {
                 ev.kind = PBFT_EV_MESSAGE;
                 ev.u.msg.p = evs[i].p;
@@ -453,7 +461,7 @@ static void *loop_main(void *arg)
             free(evs[i].p);
         }
         if (n->deadline != UINT64_MAX && now_ms(n) >= n->deadline) {
-            pbft_event ev = {.kind = PBFT_EV_TICK, .now_ms = now_ms(n)};
+            pbft_event ev = {.kind = PBFT_EV_TICK, .now_ms = now_ms(n), .wall_ms = wall_ms()};
             step_and_collect(n, &ev, 0);
         }
         n->st_step_us += mono_us() - step_t0;
