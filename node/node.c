@@ -579,6 +579,27 @@ int node_account(node *n, const uint8_t pk[32], uint64_t *balance, uint64_t *non
     return STORE_OK;
 }
 
+size_t node_peers(node *n, node_peer *out, size_t max)
+{
+    size_t k = 0;
+    for (uint16_t j = 0; j < n->pc.n && k < max; j++) {
+        if (j == n->pc.id)
+            continue;
+        transport_peer_stats ps;
+        memset(&ps, 0, sizeof ps);
+        if (n->tp != NULL)
+            transport_peer_stats_get(n->tp, j, &ps);
+        out[k].id = j;
+        out[k].address = n->gen.validators[j].p2p_address;
+        out[k].connected = ps.connected > 0;
+        out[k].sent = ps.sent;
+        out[k].received = ps.received;
+        out[k].dropped = ps.dropped_full + ps.dropped_large;
+        k++;
+    }
+    return k;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 struct restore_ctx {

@@ -75,4 +75,15 @@ const genesis *node_genesis(node *n);
 const node_config *node_cfg(node *n);
 int node_account(node *n, const uint8_t pk[32], uint64_t *balance, uint64_t *nonce);
 
+/* One peer's connection state, as the transport reports it (net_info). */
+typedef struct {
+    uint16_t id;
+    const char *address; /* the genesis p2p address (valid while the node is open) */
+    bool connected;
+    uint64_t sent, received, dropped;
+} node_peer;
+
+/* node_peers fills out[0..max) with every other validator's state and returns the count. */
+size_t node_peers(node *n, node_peer *out, size_t max);
+
 #endif

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "crypto/keys.h"
 #include "node/ledger.h"
@@ -34,12 +35,44 @@
 #define RPC_TX_DUPLICATE (-32004)
 #define RPC_TX_MEMPOOL_FULL (-32005)
 #define RPC_TX_TOO_LARGE (-32006)
+#define RPC_BUSY (-32007) /* too many broadcast_tx_commit requests waiting */
 #define RPC_NOT_FOUND (-32010)
+#define RPC_COMMIT_TIMEOUT (-32011)
+
+#define RPC_POLL_MS 20 /* broadcast_tx_commit: how often the tx index is polled */
+
+/* A broadcast_tx_commit waiting for its transaction to commit. The HTTP aio is kept (not
+ * finished) while a sleep aio polls the tx index; no nng worker thread is blocked. */
+struct pending {
+    struct rpc_server *s;
+    bool in_use;
+    nng_aio *http;  /* the HTTP handler's aio; NULL once finished or cancelled */
+    nng_aio *sleep; /* allocated at rpc_open, reused */
+    json_t *id;
+    pbft_digest hash;
+    nng_time deadline;
+};
+
+/* A POST body being read from the connection (nng does not collect it: it would answer 400,
+ * not 413, to an oversized body). One slot per allowed connection, like pending. */
+struct bodyread {
+    struct rpc_server *s;
+    bool in_use;
+    nng_aio *http; /* the HTTP handler's aio; NULL once finished or cancelled */
+    nng_aio *rd;   /* allocated at rpc_open, reused */
+    char *buf;
+    size_t len;
+};
 
 struct rpc_server {
     nng_http_server *srv;
     nng_url *url;
     struct node *n;
+    nng_mtx *mu; /* guards pending[] and closing */
+    bool closing;
+    struct pending *pending;
+    size_t npending; /* slots: rpc.max_connections */
+    struct bodyread *reads;
 };
 
 /* A method either fills *result (and returns 0) or sets *code and *msg. */
@@ -80,8 +113,10 @@ static int param_hex(json_t *params, const char *name, size_t pos, uint8_t *out,
     json_t *v = param(params, name, pos);
     if (!json_is_string(v) || json_string_length(v) != 2 * want ||
         keys_hex_decode(json_string_value(v), out, want) != KEYS_OK) {
+        static _Thread_local char buf[128];
+        snprintf(buf, sizeof buf, "params.%s: expected %zu hex characters", name, 2 * want);
         *code = RPC_INVALID_PARAMS;
-        *msg = "expected a hex string of the right length";
+        *msg = buf;
         return -1;
     }
     return 0;
@@ -151,7 +186,7 @@ static int m_status(struct node *n, json_t *params, json_t **result, int *code, 
 }
 
 static int submit(struct node *n, json_t *params, bool wait, json_t **result, int *code,
-                  const char **msg)
+                  const char **msg, pbft_digest *hash_out)
 {
     json_t *v = param(params, "tx", 0);
     if (!json_is_string(v)) {
@@ -203,6 +238,8 @@ static int submit(struct node *n, json_t *params, bool wait, json_t **result, in
         *msg = "mempool full; retry later";
         return -1;
     }
+    if (hash_out != NULL)
+        *hash_out = h;
     json_t *r = json_object();
     json_object_set_new(r, "hash", hex_json(h.b, 32));
     json_object_set_new(r, "code", json_integer(0));
@@ -213,12 +250,12 @@ static int submit(struct node *n, json_t *params, bool wait, json_t **result, in
 
 static int m_broadcast_sync(struct node *n, json_t *p, json_t **r, int *c, const char **m)
 {
-    return submit(n, p, true, r, c, m);
+    return submit(n, p, true, r, c, m, NULL);
 }
 
 static int m_broadcast_async(struct node *n, json_t *p, json_t **r, int *c, const char **m)
 {
-    return submit(n, p, false, r, c, m);
+    return submit(n, p, false, r, c, m, NULL);
 }
 
 static int m_account(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
@@ -319,6 +356,298 @@ static int m_tx(struct node *n, json_t *params, json_t **result, int *code, cons
     return 0;
 }
 
+static int m_block_by_hash(struct node *n, json_t *params, json_t **result, int *code,
+                           const char **msg)
+{
+    pbft_digest d;
+    if (param_hex(params, "hash", 0, d.b, 32, code, msg) != 0)
+        return -1;
+    uint64_t h;
+    store_block_read b;
+    memset(&b, 0, sizeof b);
+    if (store_get_height_by_digest(node_store(n), &d, &h) != STORE_OK ||
+        store_get_block(node_store(n), h, &b) != STORE_OK) {
+        store_block_read_free(&b);
+        *code = RPC_NOT_FOUND;
+        *msg = "no committed block with that digest";
+        return -1;
+    }
+    *result = block_json(&b);
+    store_block_read_free(&b);
+    return 0;
+}
+
+/* cert_json decodes a stored commit certificate into one entry per signed COMMIT. */
+static json_t *cert_json(const store_block_read *b)
+{
+    json_t *a = json_array();
+    pbft_list l = {.count = b->cert_count, .region = {.p = b->cert, .n = b->cert_n}};
+    size_t off = 0;
+    pbft_span m;
+    while (pbft_list_next(&l, &off, &m)) {
+        pbft_env e;
+        pbft_vote v;
+        if (pbft_signed_decode(m.p, m.n, PBFT_MSG_COMMIT, &e) != PBFT_OK ||
+            pbft_vote_decode(e.body, &v) != PBFT_OK)
+            continue;
+        json_t *c = json_object();
+        json_object_set_new(c, "validator", json_integer(e.sender));
+        json_object_set_new(c, "view", u64_json(v.view));
+        json_object_set_new(c, "seq", u64_json(v.seq));
+        json_object_set_new(c, "digest", hex_json(v.d.b, 32));
+        json_object_set_new(c, "signature", hex_json(e.sig, KEYS_SIG_BYTES));
+        json_object_set_new(c, "signed_message", hex_json(e.whole.p, e.whole.n));
+        json_array_append_new(a, c);
+    }
+    return a;
+}
+
+static int m_commit(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    uint64_t h = 0;
+    bool present;
+    if (param_u64(params, "height", 0, &h, &present) != 0) {
+        *code = RPC_INVALID_PARAMS;
+        *msg = "params.height: expected a decimal string or a non-negative integer";
+        return -1;
+    }
+    if (!present) {
+        node_status s;
+        node_status_get(n, &s);
+        h = s.height;
+    }
+    store_block_read b;
+    memset(&b, 0, sizeof b);
+    if (store_get_block(node_store(n), h, &b) != STORE_OK) {
+        store_block_read_free(&b);
+        *code = RPC_NOT_FOUND;
+        *msg = "no block at that height";
+        return -1;
+    }
+    json_t *r = block_json(&b);
+    json_object_del(r, "txs");
+    json_object_del(r, "block");
+    json_object_set_new(r, "chain_id", json_string(node_genesis(n)->chain_id));
+    json_object_set_new(r, "certificate", cert_json(&b));
+    store_block_read_free(&b);
+    *result = r;
+    return 0;
+}
+
+static int m_validators(struct node *n, json_t *params, json_t **result, int *code,
+                        const char **msg)
+{
+    (void)params, (void)code, (void)msg;
+    const genesis *g = node_genesis(n);
+    json_t *vs = json_array();
+    for (uint16_t i = 0; i < g->n; i++) {
+        json_t *v = json_object();
+        json_object_set_new(v, "id", json_integer(i));
+        json_object_set_new(v, "public_key", hex_json(g->validators[i].public_key, 32));
+        json_object_set_new(v, "p2p_address", json_string(g->validators[i].p2p_address));
+        json_object_set_new(v, "name", json_string(g->validators[i].name));
+        json_array_append_new(vs, v);
+    }
+    int f = (g->n - 1) / 3;
+    json_t *r = json_object();
+    json_object_set_new(r, "validators", vs);
+    json_object_set_new(r, "n", json_integer(g->n));
+    json_object_set_new(r, "f", json_integer(f));
+    json_object_set_new(r, "quorum", json_integer(2 * f + 1));
+    *result = r;
+    return 0;
+}
+
+/* utf8_ok: well-formed UTF-8 without NUL (so it round-trips as a JSON string). */
+static bool utf8_ok(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t k;
+        uint32_t cp;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            k = 1;
+            cp = c & 0x1fu;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2;
+            cp = c & 0x0fu;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3;
+            cp = c & 0x07u;
+        } else
+            return false;
+        if (i + k >= n)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + j] & 0x3fu);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    json_t *k = param(params, "key", 0);
+    size_t kn = json_is_string(k) ? json_string_length(k) : 0;
+    if (kn < 1 || kn > PBFT_MAX_KEY_BYTES) {
+        *code = RPC_INVALID_PARAMS;
+        *msg = "params.key: expected a string of 1..256 bytes";
+        return -1;
+    }
+    /* The durable height first: the value read next is at least that recent. */
+    node_status s;
+    node_status_get(n, &s);
+    uint8_t key[1 + PBFT_MAX_KEY_BYTES];
+    key[0] = 'k';
+    memcpy(key + 1, json_string_value(k), kn);
+    uint8_t *v = NULL;
+    size_t vn = 0;
+    int rc = store_state_get(node_store(n), key, kn + 1, &v, &vn);
+    if (rc != STORE_OK && rc != STORE_E_NOTFOUND) {
+        *code = RPC_INTERNAL;
+        *msg = "state unreadable";
+        return -1;
+    }
+    json_t *r = json_object();
+    json_object_set_new(r, "key", json_stringn(json_string_value(k), kn));
+    json_object_set_new(r, "found", json_boolean(rc == STORE_OK));
+    if (rc == STORE_OK) {
+        bool text = utf8_ok(v, vn);
+        json_object_set_new(r, "value", text ? json_stringn((const char *)v, vn) : hex_json(v, vn));
+        json_object_set_new(r, "encoding", json_string(text ? "utf8" : "hex"));
+    }
+    json_object_set_new(r, "height", u64_json(s.height));
+    free(v);
+    *result = r;
+    return 0;
+}
+
+static int m_num_unconfirmed(struct node *n, json_t *params, json_t **result, int *code,
+                             const char **msg)
+{
+    (void)params, (void)code, (void)msg;
+    node_status s;
+    node_status_get(n, &s);
+    *result = json_object();
+    json_object_set_new(*result, "n_txs", json_integer((json_int_t)s.pending));
+    return 0;
+}
+
+static int m_consensus_state(struct node *n, json_t *params, json_t **result, int *code,
+                             const char **msg)
+{
+    (void)params, (void)code, (void)msg;
+    node_status s;
+    node_status_get(n, &s);
+    json_t *r = json_object();
+    json_object_set_new(r, "view", u64_json(s.view));
+    json_object_set_new(r, "primary", json_integer(s.primary));
+    json_object_set_new(r, "view_change", json_boolean(s.in_view_change));
+    json_object_set_new(r, "last_executed", u64_json(s.height));
+    json_object_set_new(r, "stable_checkpoint", u64_json(s.stable));
+    json_t *drops = json_object();
+    for (int d = 0; d < PBFT_DROP__COUNT; d++)
+        json_object_set_new(drops, pbft_drop_name(d), u64_json(s.stats.drops[d]));
+    json_object_set_new(r, "dropped_messages", drops);
+    json_t *vcs = json_object();
+    for (int v = 0; v < PBFT_VC__COUNT; v++)
+        json_object_set_new(vcs, pbft_vc_reason_name(v), u64_json(s.stats.view_changes[v]));
+    json_object_set_new(r, "view_changes", vcs);
+    *result = r;
+    return 0;
+}
+
+static int m_net_info(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    (void)params, (void)code, (void)msg;
+    node_peer ps[PBFT_MAX_N];
+    size_t np = node_peers(n, ps, PBFT_MAX_N);
+    json_t *a = json_array();
+    size_t up = 0;
+    for (size_t i = 0; i < np; i++) {
+        json_t *p = json_object();
+        json_object_set_new(p, "id", json_integer(ps[i].id));
+        json_object_set_new(p, "address", json_string(ps[i].address));
+        json_object_set_new(p, "connected", json_boolean(ps[i].connected));
+        json_object_set_new(p, "sent", u64_json(ps[i].sent));
+        json_object_set_new(p, "received", u64_json(ps[i].received));
+        json_object_set_new(p, "dropped", u64_json(ps[i].dropped));
+        json_array_append_new(a, p);
+        up += ps[i].connected;
+    }
+    json_t *r = json_object();
+    json_object_set_new(r, "n_peers", json_integer((json_int_t)np));
+    json_object_set_new(r, "n_connected", json_integer((json_int_t)up));
+    json_object_set_new(r, "peers", a);
+    *result = r;
+    return 0;
+}
+
+static int m_genesis(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    (void)params, (void)code, (void)msg;
+    const genesis *g = node_genesis(n);
+    json_t *r = json_object();
+    json_object_set_new(r, "chain_id", json_string(g->chain_id));
+    json_object_set_new(r, "genesis_time_ms", u64_json(g->genesis_time_ms));
+    json_t *c = json_object();
+    json_object_set_new(c, "checkpoint_interval", json_integer(g->checkpoint_interval));
+    json_object_set_new(c, "window", json_integer(g->window));
+    json_object_set_new(c, "max_inflight", json_integer(g->max_inflight));
+    json_object_set_new(c, "max_block_txs", json_integer(g->max_block_txs));
+    json_object_set_new(c, "max_block_bytes", json_integer(g->max_block_bytes));
+    json_object_set_new(c, "block_interval_ms", json_integer(g->block_interval_ms));
+    json_object_set_new(c, "view_timeout_ms", json_integer(g->view_timeout_ms));
+    json_object_set_new(c, "view_timeout_max_ms", json_integer(g->view_timeout_max_ms));
+    json_object_set_new(c, "resend_ms", json_integer(g->resend_ms));
+    json_object_set_new(c, "state_retry_ms", json_integer(g->state_retry_ms));
+    json_object_set_new(c, "max_state_blocks", json_integer(g->max_state_blocks));
+    json_object_set_new(r, "consensus", c);
+    json_t *vs = json_array();
+    for (uint16_t i = 0; i < g->n; i++) {
+        json_t *v = json_object();
+        json_object_set_new(v, "id", json_integer(i));
+        json_object_set_new(v, "public_key", hex_json(g->validators[i].public_key, 32));
+        json_object_set_new(v, "p2p_address", json_string(g->validators[i].p2p_address));
+        json_object_set_new(v, "rpc_address", json_string(g->validators[i].rpc_address));
+        json_object_set_new(v, "name", json_string(g->validators[i].name));
+        json_array_append_new(vs, v);
+    }
+    json_object_set_new(r, "validators", vs);
+    json_t *as = json_array();
+    for (size_t i = 0; i < g->n_accounts; i++) {
+        json_t *a = json_object();
+        json_object_set_new(a, "public_key", hex_json(g->accounts[i].public_key, 32));
+        json_object_set_new(a, "balance", u64_json(g->accounts[i].balance));
+        json_array_append_new(as, a);
+    }
+    json_object_set_new(r, "accounts", as);
+    json_object_set_new(r, "genesis_hash", hex_json(g->hash, 32));
+    *result = r;
+    return 0;
+}
+
+/* Stands in the table so the name is known; dispatch() handles it before calling. */
+static int m_broadcast_commit(struct node *n, json_t *p, json_t **r, int *c, const char **m)
+{
+    (void)n, (void)p, (void)r;
+    *c = RPC_INTERNAL;
+    *m = "broadcast_tx_commit is served only over HTTP";
+    return -1;
+}
+
 static const struct {
     const char *name;
     method_fn fn;
@@ -330,6 +659,15 @@ static const struct {
     {"account", m_account},
     {"block", m_block},
     {"tx", m_tx},
+    {"block_by_hash", m_block_by_hash},
+    {"commit", m_commit},
+    {"validators", m_validators},
+    {"kv_get", m_kv_get},
+    {"num_unconfirmed_txs", m_num_unconfirmed},
+    {"consensus_state", m_consensus_state},
+    {"net_info", m_net_info},
+    {"genesis", m_genesis},
+    {"broadcast_tx_commit", m_broadcast_commit},
 };
 
 static json_t *error_obj(json_t *id, int code, const char *msg)
@@ -344,8 +682,49 @@ static json_t *error_obj(json_t *id, int code, const char *msg)
     return r;
 }
 
-/* one handles one request object; returns NULL for a notification. */
-static json_t *one(struct node *n, json_t *req)
+static json_t *result_obj(json_t *id, json_t *result)
+{
+    json_t *r = json_object();
+    json_object_set_new(r, "jsonrpc", json_string("2.0"));
+    json_object_set_new(r, "result", result);
+    json_object_set(r, "id", id != NULL ? id : json_null());
+    return r;
+}
+
+/* What one request may need from the HTTP layer. */
+struct call {
+    rpc_server *s; /* NULL when called through rpc_handle */
+    nng_aio *aio;  /* the HTTP aio (single requests over HTTP only) */
+    bool in_batch; /* broadcast_tx_commit is refused inside a batch */
+    bool deferred; /* set: the aio was kept; the reply comes later */
+};
+
+static int commit_begin(struct call *c, json_t *id, const pbft_digest *h, const char **msg);
+
+/* broadcast_tx_commit: submit, then (over HTTP) keep the aio and poll the tx index. */
+static json_t *one_commit(struct node *n, struct call *c, json_t *id, json_t *params)
+{
+    if (c->in_batch)
+        return error_obj(id, RPC_INVALID_REQUEST, "broadcast_tx_commit is not allowed in a batch");
+    json_t *result = NULL;
+    int code = 0;
+    const char *msg = NULL;
+    pbft_digest h;
+    if (id != NULL && (c->s == NULL || c->aio == NULL))
+        return error_obj(id, RPC_INTERNAL, "broadcast_tx_commit is served only over HTTP");
+    if (submit(n, params, true, &result, &code, &msg, &h) != 0)
+        return id == NULL ? NULL : error_obj(id, code, msg);
+    json_decref(result);
+    if (id == NULL) /* a notification: nobody waits for the answer */
+        return NULL;
+    if (commit_begin(c, id, &h, &msg) != 0)
+        return error_obj(id, RPC_BUSY, msg);
+    c->deferred = true;
+    return NULL;
+}
+
+/* one handles one request object; returns NULL for a notification (or a deferred reply). */
+static json_t *one(struct node *n, struct call *c, json_t *req)
 {
     json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
     bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id) || json_is_null(id);
@@ -359,6 +738,8 @@ static json_t *one(struct node *n, json_t *req)
                          "Invalid Request: params must be an object "
                          "or an array");
     const char *name = json_string_value(json_object_get(req, "method"));
+    if (strcmp(name, "broadcast_tx_commit") == 0)
+        return one_commit(n, c, id, params);
     method_fn fn = NULL;
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (strcmp(methods[i].name, name) == 0)
@@ -371,12 +752,8 @@ static json_t *one(struct node *n, json_t *req)
         resp = error_obj(id, RPC_METHOD_NOT_FOUND, "Method not found");
     else if (fn(n, params, &result, &code, &msg) != 0)
         resp = error_obj(id, code, msg);
-    else {
-        resp = json_object();
-        json_object_set_new(resp, "jsonrpc", json_string("2.0"));
-        json_object_set_new(resp, "result", result);
-        json_object_set(resp, "id", id != NULL ? id : json_null());
-    }
+    else
+        resp = result_obj(id, result);
     if (id == NULL) { /* a notification: no response */
         json_decref(resp);
         return NULL;
@@ -384,17 +761,19 @@ static json_t *one(struct node *n, json_t *req)
     return resp;
 }
 
-char *rpc_handle(struct node *n, const char *body, size_t len, int *http_status)
+static char *dispatch(struct node *n, struct call *c, const char *body, size_t len,
+                      int *http_status)
 {
     *http_status = 200;
     json_error_t je;
-    json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     json_t *resp = NULL;
     if (req == NULL) {
         resp = error_obj(NULL, RPC_PARSE_ERROR, "Parse error");
     } else if (json_is_array(req)) {
         size_t nreq = json_array_size(req);
         size_t max = node_cfg(n)->rpc_max_batch;
+        c->in_batch = true;
         if (nreq == 0)
             resp = error_obj(NULL, RPC_INVALID_REQUEST, "Invalid Request: empty batch");
         else if (nreq > max)
@@ -402,7 +781,7 @@ char *rpc_handle(struct node *n, const char *body, size_t len, int *http_status)
         else {
             resp = json_array();
             for (size_t i = 0; i < nreq; i++) {
-                json_t *r = one(n, json_array_get(req, i));
+                json_t *r = one(n, c, json_array_get(req, i));
                 if (r != NULL)
                     json_array_append_new(resp, r);
             }
@@ -412,16 +791,22 @@ char *rpc_handle(struct node *n, const char *body, size_t len, int *http_status)
             }
         }
     } else {
-        resp = one(n, req);
+        resp = one(n, c, req);
     }
     json_decref(req);
     if (resp == NULL) {
-        *http_status = 204;
+        *http_status = c->deferred ? 0 : 204;
         return NULL;
     }
     char *out = json_dumps(resp, JSON_COMPACT);
     json_decref(resp);
     return out;
+}
+
+char *rpc_handle(struct node *n, const char *body, size_t len, int *http_status)
+{
+    struct call c = {0};
+    return dispatch(n, &c, body, len, http_status);
 }
 
 static void reply(nng_aio *aio, uint16_t status, const char *ctype, const char *body, size_t n)
@@ -440,22 +825,233 @@ static void reply(nng_aio *aio, uint16_t status, const char *ctype, const char *
     nng_aio_finish(aio, 0);
 }
 
-static void handle_post(nng_aio *aio)
+static void reply_json(nng_aio *aio, json_t *resp)
 {
-    nng_http_req *req = nng_aio_get_input(aio, 0);
-    nng_http_handler *h = nng_aio_get_input(aio, 1);
-    struct node *n = nng_http_handler_get_data(h);
-    void *body;
-    size_t len;
-    nng_http_req_get_data(req, &body, &len);
+    char *out = json_dumps(resp, JSON_COMPACT);
+    json_decref(resp);
+    if (out == NULL) {
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    reply(aio, 200, "application/json", out, strlen(out));
+    free(out);
+}
+
+/* commit_tick polls the tx index every RPC_POLL_MS until the tx is found, the deadline
+ * passes, the HTTP aio is cancelled or the server closes. */
+static void commit_tick(void *arg)
+{
+    struct pending *p = arg;
+    rpc_server *s = p->s;
+    int rv = nng_aio_result(p->sleep);
+    uint64_t height = 0;
+    uint32_t index = 0;
+    uint8_t code = 0;
+    nng_mtx_lock(s->mu);
+    if (!p->in_use) {
+        nng_mtx_unlock(s->mu);
+        return;
+    }
+    bool found = false;
+    if (p->http != NULL && rv == 0)
+        found = store_get_tx(node_store(s->n), &p->hash, &height, &index, &code) == STORE_OK;
+    bool timeout = nng_clock() >= p->deadline;
+    if (p->http != NULL && rv == 0 && !s->closing && !found && !timeout) {
+        nng_sleep_aio(RPC_POLL_MS, p->sleep);
+        nng_mtx_unlock(s->mu);
+        return;
+    }
+    nng_aio *http = p->http;
+    json_t *id = p->id;
+    pbft_digest h = p->hash;
+    p->http = NULL;
+    p->id = NULL;
+    p->in_use = false;
+    nng_mtx_unlock(s->mu);
+    if (http == NULL) {
+        json_decref(id);
+        return;
+    }
+    json_t *resp;
+    if (found) {
+        json_t *r = json_object();
+        json_object_set_new(r, "hash", hex_json(h.b, 32));
+        json_object_set_new(r, "height", u64_json(height));
+        json_object_set_new(r, "index", json_integer(index));
+        json_object_set_new(r, "code", json_integer(code));
+        json_object_set_new(r, "result", json_string(ledger_code_name(code)));
+        resp = result_obj(id, r);
+    } else {
+        resp = error_obj(id, RPC_COMMIT_TIMEOUT,
+                         timeout ? "timed out waiting for the commit; the transaction may still "
+                                   "commit: check with the tx method (pbft-cli tx HASH)"
+                                 : "the server is shutting down; the transaction may still "
+                                   "commit: check with the tx method (pbft-cli tx HASH)");
+        json_t *d = json_object();
+        json_object_set_new(d, "hash", hex_json(h.b, 32));
+        json_object_set_new(json_object_get(resp, "error"), "data", d);
+    }
+    json_decref(id);
+    reply_json(http, resp);
+}
+
+static int commit_begin(struct call *c, json_t *id, const pbft_digest *h, const char **msg)
+{
+    rpc_server *s = c->s;
+    nng_mtx_lock(s->mu);
+    struct pending *p = NULL;
+    for (size_t i = 0; i < s->npending && !s->closing; i++)
+        if (!s->pending[i].in_use) {
+            p = &s->pending[i];
+            break;
+        }
+    if (p == NULL) {
+        nng_mtx_unlock(s->mu);
+        *msg = "too many broadcast_tx_commit requests waiting; the transaction was accepted: "
+               "check with the tx method";
+        return -1;
+    }
+    p->in_use = true;
+    p->http = c->aio;
+    p->id = json_incref(id);
+    p->hash = *h;
+    p->deadline = nng_clock() + node_cfg(s->n)->rpc_commit_timeout_ms;
+    /* The cancel function registered when the body read started (http_cancel) covers
+     * this slot too: nng allows one per operation. */
+    nng_sleep_aio(RPC_POLL_MS, p->sleep);
+    nng_mtx_unlock(s->mu);
+    return 0;
+}
+
+/* process answers one complete POST body on the HTTP aio (or keeps it: broadcast_tx_commit). */
+static void process(rpc_server *s, nng_aio *aio, const char *body, size_t len)
+{
     int status;
-    char *out = rpc_handle(n, body, len, &status);
+    struct call c = {.s = s, .aio = aio};
+    char *out = dispatch(s->n, &c, body, len, &status);
+    if (c.deferred)
+        return; /* commit_tick finishes the aio */
     if (out == NULL) {
         reply(aio, (uint16_t)status, NULL, NULL, 0);
         return;
     }
     reply(aio, (uint16_t)status, "application/json", out, strlen(out));
     free(out);
+}
+
+/* reply_close answers an HTTP error and closes the connection (its body is left unread). */
+static void reply_close(nng_aio *aio, uint16_t status)
+{
+    nng_http_res *res;
+    if (nng_http_res_alloc_error(&res, status) != 0) {
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    nng_http_res_set_header(res, "Connection", "close");
+    nng_aio_set_output(aio, 0, res);
+    nng_aio_finish(aio, 0);
+}
+
+/* http_cancel runs when nng gives up an HTTP aio we hold (connection closed, server
+ * stopping): whichever slot holds it (body read or commit wait) lets it go; the slot's own
+ * callback then releases the slot. Registered once per request, when the body read starts. */
+static void http_cancel(nng_aio *aio, void *arg, int rv)
+{
+    rpc_server *s = arg;
+    nng_aio *rd = NULL;
+    bool mine = false;
+    nng_mtx_lock(s->mu);
+    for (size_t i = 0; i < s->npending; i++) {
+        if (s->reads[i].in_use && s->reads[i].http == aio) {
+            s->reads[i].http = NULL;
+            rd = s->reads[i].rd;
+            mine = true;
+        }
+        if (s->pending[i].in_use && s->pending[i].http == aio) {
+            s->pending[i].http = NULL;
+            mine = true;
+        }
+    }
+    nng_mtx_unlock(s->mu);
+    if (rd != NULL)
+        nng_aio_abort(rd, rv);
+    if (mine)
+        nng_aio_finish(aio, rv);
+}
+
+static void read_done(void *arg)
+{
+    struct bodyread *b = arg;
+    rpc_server *s = b->s;
+    int rv = nng_aio_result(b->rd);
+    nng_mtx_lock(s->mu);
+    if (!b->in_use) {
+        nng_mtx_unlock(s->mu);
+        return;
+    }
+    nng_aio *http = b->http;
+    char *buf = b->buf;
+    size_t len = b->len;
+    b->http = NULL;
+    b->buf = NULL;
+    b->in_use = false;
+    nng_mtx_unlock(s->mu);
+    if (http != NULL) {
+        if (rv != 0)
+            nng_aio_finish(http, rv); /* the connection is closed */
+        else
+            process(s, http, buf, len);
+    }
+    free(buf);
+}
+
+static void handle_post(nng_aio *aio)
+{
+    nng_http_req *req = nng_aio_get_input(aio, 0);
+    nng_http_handler *h = nng_aio_get_input(aio, 1);
+    nng_http_conn *conn = nng_aio_get_input(aio, 2);
+    rpc_server *s = nng_http_handler_get_data(h);
+    const char *cl = nng_http_req_get_header(req, "Content-Length");
+    if (nng_http_req_get_header(req, "Transfer-Encoding") != NULL || cl == NULL) {
+        reply_close(aio, NNG_HTTP_STATUS_LENGTH_REQUIRED);
+        return;
+    }
+    size_t digits = strspn(cl, "0123456789");
+    if (digits == 0 || digits > 19 || cl[digits] != 0) {
+        reply_close(aio, NNG_HTTP_STATUS_BAD_REQUEST);
+        return;
+    }
+    unsigned long long len = strtoull(cl, NULL, 10);
+    if (len > node_cfg(s->n)->rpc_max_body_bytes) {
+        reply_close(aio, NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE);
+        return;
+    }
+    if (len == 0) {
+        process(s, aio, "", 0);
+        return;
+    }
+    nng_mtx_lock(s->mu);
+    struct bodyread *b = NULL;
+    for (size_t i = 0; i < s->npending && !s->closing; i++)
+        if (!s->reads[i].in_use) {
+            b = &s->reads[i];
+            break;
+        }
+    char *buf = b != NULL ? malloc((size_t)len) : NULL;
+    if (buf == NULL) {
+        nng_mtx_unlock(s->mu);
+        reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return;
+    }
+    b->in_use = true;
+    b->http = aio;
+    b->buf = buf;
+    b->len = (size_t)len;
+    nng_iov iov = {.iov_buf = buf, .iov_len = (size_t)len};
+    nng_aio_set_iov(b->rd, 1, &iov);
+    nng_aio_defer(aio, http_cancel, s);
+    nng_http_conn_read_all(conn, b->rd);
+    nng_mtx_unlock(s->mu);
 }
 
 static void handle_health(nng_aio *aio)
@@ -473,6 +1069,25 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
     }
     s->n = n;
     int rv;
+    s->npending = node_cfg(n)->rpc_max_connections;
+    s->pending = calloc(s->npending, sizeof *s->pending);
+    s->reads = calloc(s->npending, sizeof *s->reads);
+    if (s->pending == NULL || s->reads == NULL || nng_mtx_alloc(&s->mu) != 0) {
+        snprintf(err, errlen, "rpc: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < s->npending; i++) {
+        s->pending[i].s = s;
+        if ((rv = nng_aio_alloc(&s->pending[i].sleep, commit_tick, &s->pending[i])) != 0) {
+            snprintf(err, errlen, "rpc: %s", nng_strerror(rv));
+            goto fail;
+        }
+        s->reads[i].s = s;
+        if ((rv = nng_aio_alloc(&s->reads[i].rd, read_done, &s->reads[i])) != 0) {
+            snprintf(err, errlen, "rpc: %s", nng_strerror(rv));
+            goto fail;
+        }
+    }
     nng_http_handler *hp = NULL, *hh = NULL;
     if ((rv = nng_url_parse(&s->url, url)) != 0 ||
         (rv = nng_http_server_hold(&s->srv, s->url)) != 0) {
@@ -481,8 +1096,8 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
     }
     if ((rv = nng_http_handler_alloc(&hp, "/", handle_post)) != 0 ||
         (rv = nng_http_handler_set_method(hp, "POST")) != 0 ||
-        (rv = nng_http_handler_collect_body(hp, true, node_cfg(n)->rpc_max_body_bytes)) != 0 ||
-        (rv = nng_http_handler_set_data(hp, n, NULL)) != 0 ||
+        (rv = nng_http_handler_collect_body(hp, false, 0)) != 0 ||
+        (rv = nng_http_handler_set_data(hp, s, NULL)) != 0 ||
         (rv = nng_http_server_add_handler(s->srv, hp)) != 0) {
         snprintf(err, errlen, "rpc: handler: %s", nng_strerror(rv));
         nng_http_handler_free(hp);
@@ -510,10 +1125,38 @@ void rpc_close(rpc_server *s)
 {
     if (s == NULL)
         return;
+    /* Refuse new waits, then stop every poll: a stopped tick answers its HTTP aio ("may
+     * still commit") before nng_aio_stop returns. Only then stop the HTTP server, which
+     * waits for the connections whose aios we held. */
+    if (s->mu != NULL) {
+        nng_mtx_lock(s->mu);
+        s->closing = true;
+        nng_mtx_unlock(s->mu);
+    }
+    for (size_t i = 0; s->pending != NULL && i < s->npending; i++)
+        if (s->pending[i].sleep != NULL)
+            nng_aio_stop(s->pending[i].sleep);
+    for (size_t i = 0; s->reads != NULL && i < s->npending; i++)
+        if (s->reads[i].rd != NULL)
+            nng_aio_stop(s->reads[i].rd);
     if (s->srv != NULL) {
         nng_http_server_stop(s->srv);
         nng_http_server_release(s->srv);
     }
+    for (size_t i = 0; s->pending != NULL && i < s->npending; i++) {
+        if (s->pending[i].sleep != NULL)
+            nng_aio_free(s->pending[i].sleep);
+        json_decref(s->pending[i].id);
+    }
+    for (size_t i = 0; s->reads != NULL && i < s->npending; i++) {
+        if (s->reads[i].rd != NULL)
+            nng_aio_free(s->reads[i].rd);
+        free(s->reads[i].buf);
+    }
+    free(s->reads);
+    free(s->pending);
+    if (s->mu != NULL)
+        nng_mtx_free(s->mu);
     if (s->url != NULL)
         nng_url_free(s->url);
     free(s);
