@@ -17,6 +17,7 @@
 
 #include "consensus/msg.h"
 #include "crypto/keys.h"
+#include "node/config.h"
 
 static const char *usage_text =
     "pbft-cli - submit transactions to and query a pbft ledger over JSON-RPC\n"
@@ -29,7 +30,10 @@ static const char *usage_text =
     "  account (PUBKEY | --key FILE)             balance and nonce\n"
     "  transfer --key FILE --to PUBKEY --amount N [--nonce N] [--wait]\n"
     "  put --key FILE --k KEY --v VALUE [--nonce N] [--wait]\n"
+    "  get KEY                                   a value of the key-value namespace\n"
     "  block [HEIGHT]                            a block (latest without HEIGHT)\n"
+    "  verify-block --genesis FILE [HEIGHT]      check a block's commit certificate against\n"
+    "                                            the validator keys of a genesis file\n"
     "  tx HASH                                   a committed transaction's receipt\n"
     "  wait (--height H | --tx HASH) [--timeout SECONDS]\n"
     "\n"
@@ -242,6 +246,87 @@ static int submit(const uint8_t *tx, size_t n, int wait)
     return ok ? 0 : 1;
 }
 
+/* verify_block checks, offline against a genesis file (the only thing trusted), that the
+ * block at height is certified: its digest recomputed from its bytes, its transaction root,
+ * and 2f+1 distinct validators' valid signatures on COMMIT(view, height, digest) of one view.
+ * The node is only a source of bytes. */
+static int verify_block(const char *genesis_path, const char *height)
+{
+    if (genesis_path == NULL)
+        die(2, "verify-block: --genesis FILE is required (the validator keys are trusted from it)");
+    genesis g;
+    char err[512];
+    memset(&g, 0, sizeof g);
+    if (genesis_load(genesis_path, &g, err, sizeof err) != 0)
+        die(1, "%s", err);
+    uint8_t chain[32];
+    keys_sha256((const uint8_t *)g.chain_id, strlen(g.chain_id), chain);
+    json_t *p1 = json_object(), *p2 = json_object();
+    if (height != NULL) {
+        json_object_set_new(p1, "height", json_string(height));
+        json_object_set_new(p2, "height", json_string(height));
+    }
+    json_t *blk = call_or_die("block", p1);
+    json_t *cm = call_or_die("commit", p2);
+    const char *hex = json_string_value(json_object_get(blk, "block"));
+    uint64_t h = parse_u64("height", str(blk, "height"));
+    if (hex == NULL || strlen(hex) % 2 != 0)
+        die(1, "verify-block: the node sent no block bytes");
+    size_t n = strlen(hex) / 2;
+    uint8_t *bytes = malloc(n ? n : 1);
+    pbft_block b;
+    pbft_digest d;
+    if (bytes == NULL || keys_hex_decode(hex, bytes, n) != KEYS_OK ||
+        pbft_block_decode(bytes, n, &b) != PBFT_OK)
+        die(1, "verify-block: block %llu does not decode", (unsigned long long)h);
+    pbft_block_digest(&b, &d);
+    if (b.height != h || pbft_block_check_root(&b, NULL) != PBFT_OK)
+        die(1, "verify-block: block %llu: wrong height or transaction root", (unsigned long long)h);
+    uint16_t f = (uint16_t)((g.n - 1) / 3), q = (uint16_t)(g.n - f);
+    bool seen[PBFT_MAX_N] = {false};
+    uint16_t good = 0;
+    uint64_t view = 0;
+    json_t *cert = json_object_get(cm, "certificate");
+    for (size_t i = 0; i < json_array_size(cert); i++) {
+        const char *mh =
+            json_string_value(json_object_get(json_array_get(cert, i), "signed_message"));
+        size_t mn = mh ? strlen(mh) / 2 : 0;
+        uint8_t *m = malloc(mn ? mn : 1);
+        pbft_env e;
+        pbft_vote v;
+        bool ok = mh != NULL && m != NULL && keys_hex_decode(mh, m, mn) == KEYS_OK &&
+                  pbft_signed_decode(m, mn, PBFT_MSG_COMMIT, &e) == PBFT_OK &&
+                  pbft_vote_decode(e.body, &v) == PBFT_OK && e.sender < g.n && !seen[e.sender] &&
+                  v.seq == h && memcmp(v.d.b, d.b, 32) == 0 && (good == 0 || v.view == view) &&
+                  pbft_env_verify(&e, chain, g.validators[e.sender].public_key);
+        if (ok) {
+            seen[e.sender] = true;
+            view = v.view;
+            good++;
+        }
+        free(m);
+    }
+    char dh[65];
+    keys_hex_encode(d.b, 32, dh);
+    int rc = good >= q ? 0 : 1;
+    if (json_out)
+        printf("{\"height\":\"%llu\",\"digest\":\"%s\",\"valid_signatures\":%u,\"quorum\":%u,"
+               "\"verified\":%s}\n",
+               (unsigned long long)h, dh, good, q, rc == 0 ? "true" : "false");
+    else if (rc == 0)
+        printf("block %llu verified: digest %s, %u of %u validators signed COMMIT in view %llu "
+               "(quorum %u)\n",
+               (unsigned long long)h, dh, good, g.n, (unsigned long long)view, q);
+    else
+        printf("block %llu NOT verified: only %u valid signatures over digest %s (quorum %u)\n",
+               (unsigned long long)h, good, dh, q);
+    free(bytes);
+    json_decref(blk);
+    json_decref(cm);
+    genesis_free(&g);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -268,6 +353,7 @@ int main(int argc, char **argv)
     /* options of the command */
     const char *key = NULL, *to = NULL, *amount = NULL, *nonce = NULL, *k = NULL, *v = NULL;
     const char *out = NULL, *height = NULL, *txh = NULL, *timeout = NULL, *pos = NULL;
+    const char *genesis_path = NULL;
     int wait = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -289,6 +375,7 @@ int main(int argc, char **argv)
         OPT("--tx", txh)
         OPT("--timeout", timeout)
         OPT("--rpc", rpc_url)
+        OPT("--genesis", genesis_path)
 #undef OPT
         if (strcmp(a, "--wait") == 0)
             wait = 1;
@@ -392,6 +479,23 @@ int main(int argc, char **argv)
         json_decref(r);
         return 0;
     }
+    if (strcmp(cmd, "get") == 0) {
+        if (pos == NULL)
+            die(2, "get: give the key");
+        json_t *p = json_object();
+        json_object_set_new(p, "key", json_string(pos));
+        json_t *r = call_or_die("kv_get", p);
+        if (json_out)
+            print_json(r);
+        else if (!json_is_true(json_object_get(r, "found")))
+            printf("%s: not found (height %s)\n", pos, str(r, "height"));
+        else
+            printf("%s = %s (height %s)\n", pos, str(r, "value"), str(r, "height"));
+        json_decref(r);
+        return 0;
+    }
+    if (strcmp(cmd, "verify-block") == 0)
+        return verify_block(genesis_path, pos);
     if (strcmp(cmd, "tx") == 0) {
         if (pos == NULL)
             die(2, "tx: give the transaction hash");

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# pbft-cli end to end: transfer and put commit, get reads the value back, and verify-block
+# accepts a block's commit certificate against this network's genesis and rejects it
+# against another network's validator keys.
+. "$(dirname "$0")/netlib.sh"
+net_create 4
+start_all
+cli 1 transfer --key "$NET/accounts/account0.json" --to "$RECV" --amount 42 --wait >/dev/null
+cli 2 put --key "$NET/accounts/account1.json" --k colour --v blue --wait >/dev/null
+wait_for "node3 at node2's height" 30 at_least 3 "$(height 2)"
+wait_for "node0 at node2's height" 30 at_least 0 "$(height 2)"
+out=$(cli 3 get colour)
+echo "$out" | grep -q "colour = blue" || fail "get: $out"
+out=$(cli 0 account "$RECV")
+echo "$out" | grep -q "balance 42 " || fail "account: $out"
+h=$(height 0)
+out=$(cli 0 verify-block --genesis "$NET/node2/config/genesis.json" "$h") ||
+    fail "verify-block refused a genuine block: $out"
+echo "$out" | grep -q "verified" || fail "verify-block: $out"
+log "$out"
+"$BIN/pbftd" testnet --n 4 --out "$DIR/other" --base-port $((BASE + 50)) >/dev/null
+if out=$(cli 0 verify-block --genesis "$DIR/other/node0/config/genesis.json" "$h"); then
+    fail "verify-block accepted a certificate against foreign validator keys: $out"
+fi
+echo "$out" | grep -q "NOT verified" || fail "verify-block foreign genesis: $out"
+log "foreign genesis: $out"
+log "ok"
