@@ -108,6 +108,7 @@ enum {
     PBFT_REQ_DUPLICATE = 3,
     PBFT_REQ_FULL = 4,
     PBFT_REQ_TOO_LARGE = 5,
+    PBFT_REQ_BAD_NONCE = 6, /* the driver's check: the sender's nonce is already used */
 };
 
 /* Persistence. Records are key -> value; keys are fixed-size and sort in replay order. */

@@ -497,6 +497,11 @@ int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
     /* Verify on the caller's thread (an RPC worker), not on the loop. */
     if (!pbft_tx_verify(&t, n->pc.chain))
         return PBFT_REQ_BAD_SIGNATURE;
+    /* A nonce below the sender's durable nonce is used up: it can only fail at execution.
+     * (Higher nonces are accepted: the sender may have earlier ones in flight.) */
+    uint64_t bal, used;
+    if (node_account(n, t.sender, &bal, &used) == STORE_OK && t.nonce < used)
+        return PBFT_REQ_BAD_NONCE;
     struct waiter w;
     struct qev e = {.kind = EV_REQUEST, .n = len, .pre = true, .w = wait ? &w : NULL};
     e.p = malloc(len);

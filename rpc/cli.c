@@ -219,31 +219,31 @@ static int submit(const uint8_t *tx, size_t n, int wait)
     json_t *p = json_object();
     json_object_set_new(p, "tx", json_string(hex));
     free(hex);
-    json_t *r = call_or_die("broadcast_tx_sync", p);
-    char hash[65];
-    snprintf(hash, sizeof hash, "%s", str(r, "hash"));
-    if (!wait) {
+    if (wait) {
+        /* broadcast_tx_commit: the node answers once the transaction is in a block. */
+        int code = 0;
+        char *msg = NULL;
+        json_t *rc = call("broadcast_tx_commit", p, &code, &msg);
+        if (rc == NULL && code == -32011)
+            die(1, "%s (check later with 'pbft-cli tx HASH')", msg);
+        if (rc == NULL)
+            die(1, "broadcast_tx_commit: error %d: %s", code, msg);
         if (json_out)
-            print_json(r);
+            print_json(rc);
         else
-            printf("accepted %s\n", hash);
-        json_decref(r);
-        return 0;
+            printf("committed %s at height %s: %s\n", str(rc, "hash"), str(rc, "height"),
+                   str(rc, "result"));
+        int ok = json_integer_value(json_object_get(rc, "code")) == 0;
+        json_decref(rc);
+        return ok ? 0 : 1;
     }
-    json_decref(r);
-    json_t *rc = wait_tx(hash, 30);
-    if (rc == NULL)
-        die(1,
-            "transaction %s accepted but not committed within 30 s; it may still commit: "
-            "check with 'pbft-cli tx %s'",
-            hash, hash);
+    json_t *r = call_or_die("broadcast_tx_sync", p);
     if (json_out)
-        print_json(rc);
+        print_json(r);
     else
-        printf("committed %s at height %s: %s\n", hash, str(rc, "height"), str(rc, "result"));
-    int ok = json_integer_value(json_object_get(rc, "code")) == 0;
-    json_decref(rc);
-    return ok ? 0 : 1;
+        printf("accepted %s\n", str(r, "hash"));
+    json_decref(r);
+    return 0;
 }
 
 /* verify_block checks, offline against a genesis file (the only thing trusted), that the

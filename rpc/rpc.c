@@ -233,6 +233,10 @@ static int submit(struct node *n, json_t *params, bool wait, json_t **result, in
         *code = RPC_TX_TOO_LARGE;
         *msg = "transaction larger than 8192 bytes";
         return -1;
+    case PBFT_REQ_BAD_NONCE:
+        *code = RPC_TX_BAD_NONCE;
+        *msg = "bad nonce: the sender already used it (ask 'account' for the next one)";
+        return -1;
     default:
         *code = RPC_TX_MEMPOOL_FULL;
         *msg = "mempool full; retry later";

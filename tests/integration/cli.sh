@@ -13,6 +13,12 @@ out=$(cli 3 get colour)
 echo "$out" | grep -q "colour = blue" || fail "get: $out"
 out=$(cli 0 account "$RECV")
 echo "$out" | grep -q "balance 42 " || fail "account: $out"
+# account0 used nonce 0 above: submitting it again is refused at once (-32003)
+if out=$(cli 0 transfer --key "$NET/accounts/account0.json" --to "$RECV" --amount 1 --nonce 0 2>&1); then
+    fail "a used nonce was accepted: $out"
+fi
+echo "$out" | grep -q -- "-32003" || fail "unclear refusal of a used nonce: $out"
+log "used nonce refused: $out"
 h=$(height 0)
 out=$(cli 0 verify-block --genesis "$NET/node2/config/genesis.json" "$h") ||
     fail "verify-block refused a genuine block: $out"
