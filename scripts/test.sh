@@ -25,7 +25,9 @@ done
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
-pbft_ensure_deps
+# python3-nacl: only for the integration test of a client written from docs/ alone
+# (docs/architecture.md, "Dependencies").
+pbft_ensure_deps python3-nacl
 
 jobs=$(nproc 2>/dev/null || echo 2)
 start=$(date +%s)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# A client written only from docs/ (tests/integration/docs_client.py, Python with
+# python3-nacl) creates a key, builds and signs a transfer, submits it, sees it in every
+# node's state, and verifies the commit certificate of its block (issue 4).
+. "$(dirname "$0")/netlib.sh"
+PY=/usr/bin/python3 # Debian's python3-nacl is installed for the system interpreter
+"$PY" -c "import nacl.signing" 2>/dev/null || fail "python3-nacl is missing (scripts/test.sh installs it)"
+net_create 4
+start_all
+pk=$("$PY" "$(dirname "$0")/docs_client.py" keygen "$DIR/seed.hex")
+cli 0 transfer --key "$NET/accounts/account0.json" --to "$pk" --amount 1000 --wait >/dev/null
+urls=()
+for i in 0 1 2 3; do urls+=("$(rpc "$i")"); done
+"$PY" "$(dirname "$0")/docs_client.py" run "$DIR/seed.hex" "$NET/node0/config/genesis.json" \
+    "${urls[@]}" || fail "the docs-only client failed"
+log "ok"
