@@ -45,6 +45,8 @@ static struct timespec t0;
 static atomic_size_t committed;
 static atomic_int sending_done;
 static double rate = 0; /* tx/s limit, 0 = as fast as possible */
+static int ingest = 0;  /* --ingest: measure acceptance only, follow no blocks */
+static atomic_size_t accepted, refused;
 static size_t block_count, block_txs_total;
 
 static double now_s(void)
@@ -236,6 +238,21 @@ static void *sender_main(void *arg)
         for (size_t i = body_first[b]; i < body_first[b] + body_count[b]; i++)
             txs[i].sent = t;
         char *r = post(bodies[b], strlen(bodies[b]));
+        if (ingest && r != NULL) {
+            /* count the answers: one object, or an array of them */
+            json_t *j = json_loads(r, 0, NULL);
+            size_t n = json_is_array(j) ? json_array_size(j) : 1;
+            for (size_t i = 0; i < n; i++) {
+                json_t *o = json_is_array(j) ? json_array_get(j, i) : j;
+                if (json_object_get(o, "result") != NULL)
+                    atomic_fetch_add(&accepted, 1);
+                else
+                    atomic_fetch_add(&refused, 1);
+            }
+            json_decref(j);
+        } else if (ingest) {
+            atomic_fetch_add(&refused, body_count[b]);
+        }
         free(r);
     }
     return NULL;
@@ -274,10 +291,11 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
             puts("usage: pbft-load --net DIR [--rpc URL] [--txs N] [--accounts A] [--batch B]\n"
-                 "                 [--threads T] [--rate TX_PER_S] [--n REPLICAS]\n"
+                 "                 [--threads T] [--rate TX_PER_S] [--n REPLICAS] [--ingest 1]\n"
                  "Sends N pre-signed transfers from DIR/accounts/account{0..A-1}.json to URL in\n"
                  "JSON-RPC batches of B broadcast_tx_async calls from T threads, follows the\n"
-                 "blocks, and prints one JSON line with throughput and latency.");
+                 "blocks, and prints one JSON line with throughput and latency.\n"
+                 "--ingest 1: measure only how fast the node accepts them (no commits).");
             return 0;
         }
         if (v == NULL)
@@ -298,6 +316,8 @@ int main(int argc, char **argv)
             rate = strtod(v, NULL);
         else if (strcmp(a, "--n") == 0)
             n = strtoul(v, NULL, 10);
+        else if (strcmp(a, "--ingest") == 0)
+            ingest = atoi(v);
         else
             die("unknown option (try --help)");
         i++;
@@ -381,13 +401,15 @@ int main(int argc, char **argv)
             body_owner[b] = t;
             size_t cap = body_count[b] * 700 + 16, off = 0;
             char *s = malloc(cap);
-            s[off++] = '[';
+            if (batch > 1)
+                s[off++] = '[';
             for (size_t q = 0; q < body_count[b]; q++)
                 off += (size_t)snprintf(s + off, cap - off,
                                         "%s{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":"
                                         "\"broadcast_tx_async\",\"params\":{\"tx\":\"%s\"}}",
                                         q ? "," : "", i + q, hex[i + q]);
-            s[off++] = ']';
+            if (batch > 1)
+                s[off++] = ']';
             s[off] = 0;
             bodies[b] = s;
         }
@@ -401,6 +423,27 @@ int main(int argc, char **argv)
     owner_of = body_owner;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (ingest) {
+        /* Acceptance only: every body sent and answered, no commits followed. */
+        pthread_t th[MAX_THREADS];
+        struct sender sd[MAX_THREADS];
+        for (size_t t = 0; t < nthreads; t++) {
+            sd[t].id = t;
+            sd[t].per_body_s = 0;
+            pthread_create(&th[t], NULL, sender_main, &sd[t]);
+        }
+        for (size_t t = 0; t < nthreads; t++)
+            pthread_join(th[t], NULL);
+        double el = now_s();
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        printf("{\"bench\":\"ingest\",\"batch\":%zu,\"threads\":%zu,\"requests\":%zu,"
+               "\"txs\":%zu,\"accepted\":%zu,\"refused\":%zu,\"seconds\":%.3f,"
+               "\"requests_per_s\":%.1f,\"tx_per_s\":%.1f,\"verify_per_s_per_core\":%.0f,"
+               "\"cores\":%ld}\n",
+               batch, nthreads, nbodies, ntx, atomic_load(&accepted), atomic_load(&refused), el,
+               (double)nbodies / el, (double)atomic_load(&accepted) / el, vps, cores);
+        return atomic_load(&refused) == 0 ? 0 : 1;
+    }
     pthread_t fol;
     pthread_create(&fol, NULL, follower, NULL);
     pthread_t th[MAX_THREADS];
