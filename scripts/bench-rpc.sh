@@ -33,7 +33,7 @@ stop_net() {
     pids=()
 }
 trap 'stop_net; rm -rf "$dir"' EXIT
-run() { # batch size, transactions
+run() { # batch size, transactions, client threads
     rm -rf "$dir/net"
     "$B/pbftd" testnet --n 4 --out "$dir/net" --base-port "$base" --accounts 64 >/dev/null
     for i in 0 1 2 3; do
@@ -45,8 +45,8 @@ run() { # batch size, transactions
         sleep 0.1
     done
     "$B/pbft-load" --net "$dir/net" --rpc "http://127.0.0.1:$((base + 100))" --txs "$2" \
-        --batch "$1" --threads 4 --ingest 1 | tail -1 || true
+        --batch "$1" --threads "$3" --ingest 1 | tail -1 || true
     stop_net
 }
-run 1 $((txs / 4))
-run 100 "$txs"
+run 1 $((txs / 4)) 4
+run 100 "$txs" 8
