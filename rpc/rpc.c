@@ -309,7 +309,10 @@ static json_t *block_json(const store_block_read *b)
     return r;
 }
 
-static int m_block(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+/* read_height_param reads the block at params.height (the latest durable block without it);
+ * on error sets the JSON-RPC code and message. b must be freed by the caller on success. */
+static int read_height_param(struct node *n, json_t *params, store_block_read *b, int *code,
+                             const char **msg)
 {
     uint64_t h = 0;
     bool present;
@@ -323,15 +326,21 @@ static int m_block(struct node *n, json_t *params, json_t **result, int *code, c
         node_status_get(n, &s);
         h = s.height;
     }
-    store_block_read b;
-    memset(&b, 0, sizeof b);
-    int rc = store_get_block(node_store(n), h, &b);
-    if (rc != STORE_OK) {
-        store_block_read_free(&b);
+    memset(b, 0, sizeof *b);
+    if (store_get_block(node_store(n), h, b) != STORE_OK) {
+        store_block_read_free(b);
         *code = RPC_NOT_FOUND;
         *msg = "no block at that height";
         return -1;
     }
+    return 0;
+}
+
+static int m_block(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    store_block_read b;
+    if (read_height_param(n, params, &b, code, msg) != 0)
+        return -1;
     *result = block_json(&b);
     store_block_read_free(&b);
     return 0;
@@ -408,26 +417,9 @@ static json_t *cert_json(const store_block_read *b)
 
 static int m_commit(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
 {
-    uint64_t h = 0;
-    bool present;
-    if (param_u64(params, "height", 0, &h, &present) != 0) {
-        *code = RPC_INVALID_PARAMS;
-        *msg = "params.height: expected a decimal string or a non-negative integer";
-        return -1;
-    }
-    if (!present) {
-        node_status s;
-        node_status_get(n, &s);
-        h = s.height;
-    }
     store_block_read b;
-    memset(&b, 0, sizeof b);
-    if (store_get_block(node_store(n), h, &b) != STORE_OK) {
-        store_block_read_free(&b);
-        *code = RPC_NOT_FOUND;
-        *msg = "no block at that height";
+    if (read_height_param(n, params, &b, code, msg) != 0)
         return -1;
-    }
     json_t *r = block_json(&b);
     json_object_del(r, "txs");
     json_object_del(r, "block");
