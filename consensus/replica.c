@@ -765,21 +765,11 @@ static void transmit(pbft_replica *r, const struct outmsg *m, const uint8_t *fra
         out_send_raw(r, to, 0, frame, n);
 }
 
-/* send_new builds, signs and transmits m. If keep is not NULL it receives a heap copy of the
- * honest signed message (no attachment) for the log. Returns false on encoder failure. */
-static bool send_new(pbft_replica *r, const struct outmsg *m, uint16_t to, pbft_span *frame_out)
+/* send_new builds, signs and transmits m (messages not kept in the log). */
+static void send_new(pbft_replica *r, const struct outmsg *m, uint16_t to)
 {
-    if (!build_frame(r, m, &r->w))
-        return false;
-    if (frame_out != NULL) {
-        uint8_t *c = arena_dup(r, r->w.p, r->w.len);
-        if (c == NULL)
-            return false;
-        frame_out->p = c;
-        frame_out->n = r->w.len;
-    }
-    transmit(r, m, r->w.p, r->w.len, to);
-    return true;
+    if (build_frame(r, m, &r->w))
+        transmit(r, m, r->w.p, r->w.len, to);
 }
 
 /* resend_signed transmits a stored signed message again (no re-signing needed). */
@@ -1702,7 +1692,7 @@ static void send_state_req(pbft_replica *r, uint16_t to, uint64_t from, uint64_t
     m.type = PBFT_MSG_STATE_REQ;
     m.body = body;
     m.body_n = sizeof body;
-    send_new(r, &m, to, NULL);
+    send_new(r, &m, to);
 }
 
 static void st_request(pbft_replica *r)
@@ -2036,7 +2026,7 @@ static void send_request_to(pbft_replica *r, uint16_t to, const uint8_t *tx, siz
     m.type = PBFT_MSG_REQUEST;
     m.body = body;
     m.body_n = 4 + n;
-    send_new(r, &m, to, NULL);
+    send_new(r, &m, to);
 }
 
 /* accept_tx admits a transaction into the pool: bounded, deduplicated, signature checked.

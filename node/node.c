@@ -277,9 +277,7 @@ static void step_and_collect(node *n, const pbft_event *ev, int depth)
     pbft_output *o = NULL;
     if (pbft_replica_step(n->r, ev, &o) != 0)
         return;
-    int st = o->request_status;
     collect(n, o, depth);
-    (void)st;
 }
 
 static void serve(node *n, const pbft_serve *sv)

@@ -3,7 +3,6 @@
  */
 #include "node/transport.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +22,8 @@ struct transport {
     nng_socket pull;
     bool pull_open;
     nng_aio *aio;
-    pthread_mutex_t mu;
     struct peer peers[PBFT_MAX_N];
     uint64_t received;
-    bool closing;
 };
 
 static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -63,7 +60,6 @@ int transport_open(const transport_config *c, transport **out, char *err, size_t
         return -1;
     }
     t->c = *c;
-    pthread_mutex_init(&t->mu, NULL);
     int rv;
     if ((rv = nng_pull0_open(&t->pull)) != 0) {
         snprintf(err, errlen, "transport: nng_pull0_open: %s", nng_strerror(rv));
@@ -122,7 +118,6 @@ void transport_close(transport *t)
             nng_close(t->peers[i].sock);
     if (t->aio != NULL)
         nng_aio_free(t->aio);
-    pthread_mutex_destroy(&t->mu);
     free(t);
 }
 

@@ -347,7 +347,6 @@ int main(int argc, char **argv)
     ntx = per_acc * nacc;
     txs = calloc(ntx, sizeof *txs);
     char **hex = calloc(ntx, sizeof *hex);
-    size_t *order = calloc(ntx, sizeof *order); /* tx indices in send order, thread by thread */
     size_t *thread_start = calloc(nthreads + 1, sizeof *thread_start);
     uint8_t to[32] = {0x42};
     uint8_t(*sks)[64] = calloc(nacc, 64);
@@ -377,14 +376,12 @@ int main(int argc, char **argv)
                 pbft_tx_hash(tx, len, &txs[idx].h);
                 hex[idx] = malloc(2 * len + 1);
                 keys_hex_encode(tx, len, hex[idx]);
-                order[idx] = idx;
                 idx++;
             }
     }
     thread_start[nthreads] = idx;
     free(sks);
     free(nonces);
-    free(order);
     /* Bodies never straddle two threads' ranges. */
     nbodies = 0;
     for (size_t t = 0; t < nthreads; t++)
