@@ -24,6 +24,9 @@
 #define NODE_QUEUE 65536  /* peer frames waiting for the loop */
 #define NODE_RQUEUE 16384 /* client transactions waiting for the loop */
 #define NODE_VQUEUE 16384 /* frames waiting for verification */
+/* Bytes of peer frames held between arrival and the loop (both queues): the counts above
+ * alone would let a peer pin 16,384 frames of p2p.max_msg_bytes each. */
+#define NODE_FRAME_BYTES (256u << 20)
 #define NODE_MAX_WORKERS 16
 #define NODE_MAX_DEPTH 64 /* EXECUTED feedback rounds per event */
 
@@ -93,6 +96,7 @@ struct node {
     pbft_serve *serves;
     size_t nserves, capserves;
     uint64_t dropped_queue; /* incoming frames dropped: verify or event queue full */
+    uint64_t frame_bytes;   /* bytes of frames queued or in verification (under mu) */
 
     node_status status;
     uint64_t exec_height; /* executed into the current batch, not yet durable */
@@ -152,11 +156,13 @@ static void on_recv(void *ctx, const uint8_t *p, size_t len)
         return;
     memcpy(e.p, p, len);
     pthread_mutex_lock(&n->mu);
-    bool ok = !n->stop && ring_push(&n->vq, &e);
-    if (ok)
+    bool ok = !n->stop && n->frame_bytes + len <= NODE_FRAME_BYTES && ring_push(&n->vq, &e);
+    if (ok) {
+        n->frame_bytes += len;
         pthread_cond_signal(&n->vcv);
-    else
+    } else {
         n->dropped_queue++;
+    }
     pthread_mutex_unlock(&n->mu);
     if (!ok)
         free(e.p);
@@ -181,10 +187,12 @@ static void *worker_main(void *arg)
         e.pre = pbft_frame_preverify(&n->pc, e.p, e.n) == 0;
         pthread_mutex_lock(&n->mu);
         bool ok = !n->stop && ring_push(&n->q, &e);
-        if (ok)
+        if (ok) {
             pthread_cond_signal(&n->cv);
-        else
+        } else {
             n->dropped_queue++;
+            n->frame_bytes -= e.n;
+        }
         pthread_mutex_unlock(&n->mu);
         if (!ok)
             free(e.p);
@@ -430,7 +438,10 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&n->mu);
 
         uint64_t step_t0 = mono_us();
+        uint64_t done_bytes = 0;
         for (size_t i = 0; i < got; i++) {
+            if (evs[i].kind == EV_FRAME)
+                done_bytes += evs[i].n;
             pbft_event ev = {.now_ms = now_ms(n), .wall_ms = wall_ms()};
             if (evs[i].kind == EV_FRAME) {
                 ev.kind = PBFT_EV_MESSAGE;
@@ -463,6 +474,11 @@ static void *loop_main(void *arg)
             step_and_collect(n, &ev, 0);
         }
         n->st_step_us += mono_us() - step_t0;
+        if (done_bytes > 0) {
+            pthread_mutex_lock(&n->mu);
+            n->frame_bytes -= done_bytes;
+            pthread_mutex_unlock(&n->mu);
+        }
         n->st_iters++;
         n->st_events += got;
         flush(n);
