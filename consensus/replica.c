@@ -185,7 +185,8 @@ struct pbft_replica {
     uint64_t claim_ms;    /* when we last advertised our executed height */
     bool st_active;
     uint64_t st_deadline;
-    uint64_t *serve_ms; /* per peer: last range request served (rate limit) */
+    uint64_t *serve_win;  /* per peer: start of its current serving window */
+    uint32_t *serve_used; /* per peer: blocks served in that window */
 
     /* Transaction pool: open addressing, linear probing, backward-shift deletion. */
     struct txent *tx;
@@ -1808,10 +1809,15 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
             trace(r, PBFT_TRACE_REJECT, r->view, b.height, "state transfer from %u: block %llu %s",
                   e->sender, (unsigned long long)b.height,
                   cert_ok ? "does not validate" : "has no valid commit certificate");
-            if (r->st_active && e->sender == r->st_peer) {
-                st_rotate(r); /* this peer lies: ask the next one at once */
+            /* This peer lies: forget its claim and retarget at once (the next tick asks
+             * another claimer). Rotating first would have discounted the next peer instead
+             * and kept coming back to the liar (found when the serving budget let the
+             * lying peer of test_replica_state_transfer_lying_peers_rejected answer every
+             * request). */
+            if (r->claims[e->sender] > r->last_exec)
+                r->claims[e->sender] = r->last_exec;
+            if (r->st_active && e->sender == r->st_peer)
                 r->st_deadline = r->now;
-            }
             break;
         }
         struct slot *s = find_slot(r, b.height);
@@ -1841,6 +1847,25 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
     }
 }
 
+/* serve_budget grants a peer up to `want` blocks of state transfer and returns how many.
+ * Each peer may have 4 * max_state_blocks blocks served per state_retry_ms / 16: enough for
+ * a correct replica that chains range requests to catch up at thousands of blocks per
+ * second, while bounding the disk reads and bytes any one peer can make us spend (a 48-byte
+ * request can ask for a megabyte block). By-digest requests count one block each. */
+static uint64_t serve_budget(pbft_replica *r, uint16_t peer, uint64_t want)
+{
+    uint64_t win = r->c.state_retry_ms / 16 > 0 ? r->c.state_retry_ms / 16 : 1;
+    uint64_t budget = 4 * (uint64_t)r->c.max_state_blocks;
+    if (r->now - r->serve_win[peer] >= win || r->serve_win[peer] == 0) {
+        r->serve_win[peer] = r->now;
+        r->serve_used[peer] = 0;
+    }
+    uint64_t left = budget - r->serve_used[peer];
+    uint64_t grant = want < left ? want : left;
+    r->serve_used[peer] += (uint32_t)grant;
+    return grant;
+}
+
 static void on_state_req(pbft_replica *r, const pbft_env *e)
 {
     pbft_state_req q;
@@ -1849,6 +1874,10 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
         return;
     }
     if (!digest_zero(&q.d)) {
+        if (serve_budget(r, e->sender, 1) == 0) {
+            drop(r, PBFT_DROP_LIMIT);
+            return;
+        }
         struct slot *s = find_slot(r, q.from_seq);
         uint32_t kn = 0;
         const uint8_t *kb = s != NULL ? find_body(s, &q.d, &kn) : NULL;
@@ -1877,17 +1906,15 @@ static void on_state_req(pbft_replica *r, const pbft_env *e)
         drop(r, PBFT_DROP_STALE);
         return;
     }
-    /* At most one range served per peer per quarter retry interval: a correct peer asks
-     * once per state_retry_ms. */
-    uint64_t gap = r->c.state_retry_ms / 4;
-    if (r->serve_ms[e->sender] != 0 && r->now - r->serve_ms[e->sender] < gap) {
-        drop(r, PBFT_DROP_LIMIT);
-        return;
-    }
-    r->serve_ms[e->sender] = r->now;
     uint64_t upto = q.to_seq < r->last_exec ? q.to_seq : r->last_exec;
     if (upto - q.from_seq + 1 > r->c.max_state_blocks)
         upto = q.from_seq + r->c.max_state_blocks - 1;
+    uint64_t grant = serve_budget(r, e->sender, upto - q.from_seq + 1);
+    if (grant == 0) {
+        drop(r, PBFT_DROP_LIMIT);
+        return;
+    }
+    upto = q.from_seq + grant - 1;
     static const pbft_digest zero;
     out_serve(r, e->sender, q.from_seq, upto, &zero);
 }
@@ -3047,7 +3074,8 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->slots = calloc(c->window, sizeof *r->slots);
     r->cks = calloc(nck, sizeof *r->cks);
     r->claims = calloc(c->n, sizeof *r->claims);
-    r->serve_ms = calloc(c->n, sizeof *r->serve_ms);
+    r->serve_win = calloc(c->n, sizeof *r->serve_win);
+    r->serve_used = calloc(c->n, sizeof *r->serve_used);
     r->vcs = calloc(c->n, sizeof *r->vcs);
     r->chain_ring = calloc(c->window, sizeof *r->chain_ring);
     /* The pool holds max_pending_txs held entries plus as many committed hashes; keep the
@@ -3061,8 +3089,8 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->done = calloc(r->done_cap, sizeof *r->done);
     r->fifo_cap = c->max_pending_txs + 1;
     r->fifo = calloc(r->fifo_cap, sizeof *r->fifo);
-    bool ok = r->slots && r->cks && r->claims && r->serve_ms && r->vcs && r->chain_ring && r->tx &&
-              r->done && r->fifo;
+    bool ok = r->slots && r->cks && r->claims && r->serve_win && r->serve_used && r->vcs &&
+              r->chain_ring && r->tx && r->done && r->fifo;
     for (uint32_t i = 0; ok && i < c->window; i++) {
         r->slots[i].prep = calloc(c->n, sizeof(struct vote));
         r->slots[i].com = calloc(c->n, sizeof(struct vote));
@@ -3115,7 +3143,8 @@ void pbft_replica_free(pbft_replica *r)
     free(r->slots);
     free(r->cks);
     free(r->claims);
-    free(r->serve_ms);
+    free(r->serve_win);
+    free(r->serve_used);
     free(r->vcs);
     free(r->chain_ring);
     free(r->tx);

@@ -756,6 +756,54 @@ static void test_replica_state_transfer_lying_peers_rejected(void **state)
     net_free(net);
 }
 
+/* A peer asking for state transfer faster than its budget (4 * max_state_blocks blocks per
+ * state_retry_ms / 16) is served exactly the budget, the rest dropped and counted as over
+ * the limit; in the next window it is served again. */
+static void test_replica_state_serving_budget_enforced(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    for (int k = 0; k < 8; k++)
+        submit(net, 0);
+    want_height = 2;
+    assert_true(run(net, 60000, all_at_height));
+    pbft_replica *r = net->nodes[1].r;
+    const pbft_config *c = &net->nodes[1].cfg;
+    uint64_t budget = 4 * (uint64_t)c->max_state_blocks;
+    pbft_wbuf w = {0};
+    pbft_wbuf_init(&w, 1 << 16);
+    size_t start = pbft_msg_begin(&w, PBFT_MSG_STATE_REQ, 2);
+    pbft_put_u64(&w, 1); /* from 1 to 1: one block per request */
+    pbft_put_u64(&w, 1);
+    uint8_t zero[32] = {0};
+    pbft_put_bytes(&w, zero, 32);
+    pbft_msg_end(&w, start, chain_id(), net->sk[2]);
+    pbft_put_attach(&w, NULL, 0);
+    assert_int_equal(w.err, 0);
+    uint64_t t = net->now + 10000, served = 0;
+    uint64_t limit_before = pbft_replica_stats(r)->drops[PBFT_DROP_LIMIT];
+    for (int k = 0; k < 300; k++) {
+        pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = t};
+        ev.u.msg.p = w.p;
+        ev.u.msg.n = w.len;
+        pbft_output *o;
+        assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+        for (size_t i = 0; i < o->n_serves; i++)
+            served += o->serves[i].to_seq - o->serves[i].from_seq + 1;
+    }
+    assert_int_equal(served, budget);
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_LIMIT] - limit_before, 300 - budget);
+    pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = t + c->state_retry_ms};
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    pbft_output *o;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    assert_int_equal(o->n_serves, 1); /* a new window */
+    pbft_wbuf_free(&w);
+    net->nodes[1].deadline = UINT64_MAX;
+    net_free(net);
+}
+
 /* Config validation names the offending key. */
 static void test_replica_config_invalid_names_key(void **state)
 {
@@ -792,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
         cmocka_unit_test(test_replica_primary_crash_full_pipeline_recovers),
         cmocka_unit_test(test_replica_state_transfer_lying_peers_rejected),
+        cmocka_unit_test(test_replica_state_serving_budget_enforced),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
     };
