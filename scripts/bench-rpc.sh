@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# JSON-RPC ingest on one node (a benchmark, not a test): how fast node 0 of a running
-# 4-replica network accepts pre-signed transfers with broadcast_tx_async, as single
-# requests and as batches of 100. The node verifies every signature on its RPC threads and
-# queues the transaction for consensus, which keeps committing in the background.
+# JSON-RPC ingest on one node (a benchmark, not a test): how fast a node accepts distinct
+# pre-signed transfers with broadcast_tx_async, against how fast the cluster commits them,
+# all measured in the same run on this machine:
+#   1. commit: a 4-replica network driven as fast as possible (as scripts/bench.sh's peak);
+#   2. ingest alone: node 0 started by itself, so its RPC path has the machine (what a node
+#      has in a deployment, where replicas do not share cores); single requests and
+#      batches of 100, over kept-alive HTTP/1.1 connections;
+#   3. ingest shared: the same, with all 4 replicas on these 2 cores committing meanwhile.
+# The node parses the JSON, decodes the hex, verifies every signature on its RPC threads
+# and queues the transaction.
 #
 #   scripts/bench-rpc.sh [--txs N]
 #
-# Prints one JSON line per mode. Compare tx_per_s with scripts/bench.sh's
-# committed_tx_per_s: the goal is an RPC path at least 3x faster than the cluster commits.
+# Prints one JSON line per step on stderr, then one summary JSON line, last on stdout, with
+# ingest_ratio = ingest alone (batches) / committed_tx_per_s (goal >= 3) and
+# ingest_vs_verify_ceiling = ingest alone / (verify_per_s_per_core * cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 txs=12000
 while [ $# -gt 0 ]; do
     case "$1" in
     --txs) txs="$2"; shift 2 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-rpc.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -33,20 +40,60 @@ stop_net() {
     pids=()
 }
 trap 'stop_net; rm -rf "$dir"' EXIT
-run() { # batch size, transactions, client threads
+start_net() { # how many replicas to start (a fresh 4-replica network either way)
     rm -rf "$dir/net"
     "$B/pbftd" testnet --n 4 --out "$dir/net" --base-port "$base" --accounts 64 >/dev/null
-    for i in 0 1 2 3; do
+    for i in $(seq 0 $(($1 - 1))); do
         "$B/pbftd" start --home "$dir/net/node$i" >"$dir/node$i.log" 2>&1 &
         pids+=($!)
     done
     for _ in $(seq 100); do
-        "$B/pbft-cli" --rpc "http://127.0.0.1:$((base + 100))" status >/dev/null 2>&1 && break
+        "$B/pbft-cli" --rpc "http://127.0.0.1:$((base + 100))" status >/dev/null 2>&1 && return
         sleep 0.1
     done
-    "$B/pbft-load" --net "$dir/net" --rpc "http://127.0.0.1:$((base + 100))" --txs "$2" \
-        --batch "$1" --threads "$3" --ingest 1 | tail -1 || true
-    stop_net
+    echo "bench-rpc.sh: node 0 did not answer" >&2
+    exit 1
 }
-run 1 $((txs / 4)) 4
-run 100 "$txs" 8
+load() { # extra pbft-load arguments; prints its last line
+    "$B/pbft-load" --net "$dir/net" --rpc "http://127.0.0.1:$((base + 100))" "$@" | tail -1 || true
+}
+field() { echo "$1" | sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p"; }
+
+echo "==> 1/5 commit: 4 replicas, $txs transfers as fast as possible" >&2
+start_net 4
+commit=$(load --txs "$txs" --threads 4 --batch 100)
+stop_net
+echo "$commit" >&2
+echo "==> 2/5 ingest alone, single requests" >&2
+start_net 1
+single=$(load --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
+stop_net
+echo "$single" >&2
+echo "==> 3/5 ingest alone, batches of 100" >&2
+start_net 1
+batch=$(load --txs "$txs" --batch 100 --threads 8 --ingest 1)
+stop_net
+echo "$batch" >&2
+echo "==> 4/5 ingest shared with 4 committing replicas, single requests" >&2
+start_net 4
+sh_single=$(load --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
+stop_net
+echo "$sh_single" >&2
+echo "==> 5/5 ingest shared with 4 committing replicas, batches of 100" >&2
+start_net 4
+sh_batch=$(load --txs "$txs" --batch 100 --threads 8 --ingest 1)
+stop_net
+echo "$sh_batch" >&2
+
+c=$(field "$commit" committed_tx_per_s)
+a=$(field "$batch" tx_per_s)
+vps=$(field "$batch" verify_per_s_per_core)
+cores=$(field "$batch" cores)
+[ -n "$c" ] && [ -n "$a" ] || { echo "bench-rpc.sh: pbft-load printed nothing" >&2; exit 1; }
+printf '{"bench":"rpc-ingest","committed_tx_per_s":%s,' "$c"
+printf '"ingest_single_tx_per_s":%s,"ingest_batch_tx_per_s":%s,' "$(field "$single" tx_per_s)" "$a"
+printf '"shared_single_tx_per_s":%s,"shared_batch_tx_per_s":%s,' \
+    "$(field "$sh_single" tx_per_s)" "$(field "$sh_batch" tx_per_s)"
+printf '"verify_per_s_per_core":%s,"cores":%s,' "$vps" "$cores"
+awk -v a="$a" -v c="$c" -v v="$vps" -v k="$cores" -v s="$(field "$sh_batch" tx_per_s)" \
+    'BEGIN { printf "\"ingest_ratio\":%.2f,\"shared_ratio\":%.2f,\"ingest_vs_verify_ceiling\":%.3f}\n", a / c, s / c, a / (v * k) }'

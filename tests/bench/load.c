@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,41 +63,85 @@ static void die(const char *msg)
     exit(1);
 }
 
+/* Each thread keeps one HTTP/1.1 connection open and reuses it, as wrk does; a request that
+ * fails on a kept connection is retried once on a fresh one. */
+struct conn {
+    nng_url *url;
+    nng_http_client *cl;
+    nng_http_conn *c;
+};
+static _Thread_local struct conn tconn;
+
+static void conn_close(struct conn *k)
+{
+    if (k->c != NULL)
+        nng_http_conn_close(k->c);
+    k->c = NULL;
+}
+
+static int conn_open(struct conn *k)
+{
+    if (k->url == NULL) {
+        if (nng_url_parse(&k->url, rpc_url) != 0)
+            die("bad --rpc");
+        if (nng_http_client_alloc(&k->cl, k->url) != 0)
+            die("nng allocation failed");
+    }
+    nng_aio *aio;
+    if (nng_aio_alloc(&aio, NULL, NULL) != 0)
+        die("nng allocation failed");
+    nng_aio_set_timeout(aio, 5000);
+    nng_http_client_connect(k->cl, aio);
+    nng_aio_wait(aio);
+    int rv = nng_aio_result(aio);
+    if (rv == 0)
+        k->c = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+    return rv;
+}
+
 /* post sends one HTTP POST and returns the response body (malloc'd) or NULL. */
 static char *post(const char *body, size_t len)
 {
-    nng_url *url;
-    nng_http_client *cl;
-    nng_http_req *req;
-    nng_http_res *res;
-    nng_aio *aio;
-    if (nng_url_parse(&url, rpc_url) != 0)
-        die("bad --rpc");
-    if (nng_http_client_alloc(&cl, url) != 0 || nng_http_req_alloc(&req, url) != 0 ||
-        nng_http_res_alloc(&res) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0)
-        die("nng allocation failed");
-    nng_http_req_set_method(req, "POST");
-    nng_http_req_set_uri(req, "/");
-    nng_http_req_set_header(req, "Content-Type", "application/json");
-    nng_http_req_copy_data(req, body, len);
-    nng_aio_set_timeout(aio, 30000);
-    nng_http_client_transact(cl, req, res, aio);
-    nng_aio_wait(aio);
-    char *out = NULL;
-    if (nng_aio_result(aio) == 0) {
-        void *d;
-        size_t n;
-        nng_http_res_get_data(res, &d, &n);
-        out = malloc(n + 1);
-        memcpy(out, d, n);
-        out[n] = 0;
+    struct conn *k = &tconn;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (k->c == NULL && conn_open(k) != 0)
+            return NULL;
+        nng_http_req *req;
+        nng_http_res *res;
+        nng_aio *aio;
+        if (nng_http_req_alloc(&req, k->url) != 0 || nng_http_res_alloc(&res) != 0 ||
+            nng_aio_alloc(&aio, NULL, NULL) != 0)
+            die("nng allocation failed");
+        nng_http_req_set_method(req, "POST");
+        nng_http_req_set_uri(req, "/");
+        nng_http_req_set_header(req, "Content-Type", "application/json");
+        nng_http_req_copy_data(req, body, len);
+        nng_aio_set_timeout(aio, 30000);
+        nng_http_conn_transact(k->c, req, res, aio);
+        nng_aio_wait(aio);
+        char *out = NULL;
+        int rv = nng_aio_result(aio);
+        if (rv == 0) {
+            void *d;
+            size_t n;
+            nng_http_res_get_data(res, &d, &n);
+            out = malloc(n + 1);
+            memcpy(out, d, n);
+            out[n] = 0;
+            const char *cc = nng_http_res_get_header(res, "Connection");
+            if (cc != NULL && strcasecmp(cc, "close") == 0)
+                conn_close(k);
+        } else {
+            conn_close(k);
+        }
+        nng_aio_free(aio);
+        nng_http_res_free(res);
+        nng_http_req_free(req);
+        if (out != NULL)
+            return out;
     }
-    nng_aio_free(aio);
-    nng_http_res_free(res);
-    nng_http_req_free(req);
-    nng_http_client_free(cl);
-    nng_url_free(url);
-    return out;
+    return NULL;
 }
 
 static json_t *call(const char *method, json_t *params)
