@@ -8,8 +8,9 @@
 #include <string.h>
 
 static const char *const mode_names[PBFT_BYZ__COUNT] = {
-    "honest", "silent",      "equivocate",   "wrong-digest", "bad-signature",
-    "replay", "conflict-vc", "slow-primary", "mutate",
+    "honest",    "silent",      "equivocate",   "wrong-digest", "bad-signature",
+    "replay",    "conflict-vc", "slow-primary", "mutate",       "crash",
+    "selective", "flood",       "censor",       "bogus-state",
 };
 
 const char *pbft_byz_mode_name(int mode)
@@ -21,6 +22,8 @@ const char *pbft_byz_mode_name(int mode)
 
 int pbft_byz_mode_parse(const char *name)
 {
+    if (strcmp(name, "off-by-one") == 0)
+        return PBFT_BYZ_MUTATE;
     for (int i = 0; i < PBFT_BYZ__COUNT; i++)
         if (strcmp(name, mode_names[i]) == 0)
             return i;
@@ -39,6 +42,7 @@ int pbft_byz_new(const pbft_byz_config *c, pbft_byz **out)
     if (b->c.percent == 0)
         b->c.percent = 50;
     b->rng = c->seed ^ 0x9e3779b97f4a7c15ull;
+    b->active = !c->armed;
     *out = b;
     return 0;
 }
@@ -50,6 +54,46 @@ void pbft_byz_free(pbft_byz *b)
     for (unsigned i = 0; i < PBFT_BYZ_REPLAY_RING; i++)
         free(b->ring[i].p);
     free(b);
+}
+
+int pbft_byz_mode(const pbft_byz *b)
+{
+    return b == NULL ? PBFT_BYZ_HONEST : b->c.mode;
+}
+
+void pbft_byz_set_active(pbft_byz *b, bool on)
+{
+    if (b != NULL)
+        b->active = on;
+}
+
+bool pbft_byz_active(const pbft_byz *b)
+{
+    return b != NULL && b->active;
+}
+
+bool pbft_byz_crashed(const pbft_byz *b)
+{
+    return b != NULL && b->crashed;
+}
+
+bool pbft_byz_censors(pbft_byz *b, const uint8_t sender[32])
+{
+    if (b == NULL || !b->active || b->c.mode != PBFT_BYZ_CENSOR)
+        return false;
+    bool hit = b->c.censor_set ? memcmp(sender, b->c.censor_pk, 32) == 0 : (sender[0] & 1) == 0;
+    if (hit)
+        b->actions++;
+    return hit;
+}
+
+bool pbft_byz_corrupt_state(pbft_byz *b, uint8_t *block, size_t n)
+{
+    if (b == NULL || !b->active || b->c.mode != PBFT_BYZ_BOGUS_STATE || n == 0)
+        return false;
+    block[n - 1 - pbft__byz_next(b) % (n < 64 ? n : 64)] ^= 0x20; /* in the last transaction */
+    b->actions++;
+    return true;
 }
 
 uint64_t pbft_byz_actions(const pbft_byz *b)

@@ -8,6 +8,7 @@
 #ifndef PBFT_CONSENSUS_BYZ_H
 #define PBFT_CONSENSUS_BYZ_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "consensus/replica.h"
@@ -22,15 +23,32 @@ enum {
     PBFT_BYZ_REPLAY,        /* re-sends messages signed in earlier views, alongside its own */
     PBFT_BYZ_CONFLICT_VC,   /* VIEW-CHANGE: a different (stripped) one to half the replicas */
     PBFT_BYZ_SLOW_PRIMARY,  /* delays pre-prepares by delay_ms (just under the view timeout) */
-    PBFT_BYZ_MUTATE,        /* view or sequence number +-1 on a share of its votes */
+    PBFT_BYZ_MUTATE,        /* view or sequence number +-1 on a share of its votes
+                               (also named "off-by-one") */
+    PBFT_BYZ_CRASH,         /* stops dead at a chosen point: the Nth message of a type */
+    PBFT_BYZ_SELECTIVE,     /* sends only to a subset of the replicas */
+    PBFT_BYZ_FLOOD,         /* every message also goes `factor` more times, plus junk */
+    PBFT_BYZ_CENSOR,        /* as primary: never proposes one client's (or half the clients')
+                               transactions */
+    PBFT_BYZ_BOGUS_STATE,   /* state-transfer replies carry corrupted blocks */
     PBFT_BYZ__COUNT
 };
 
 typedef struct {
-    int mode;          /* PBFT_BYZ_* */
-    uint64_t seed;     /* PRNG seed */
-    uint32_t delay_ms; /* SLOW_PRIMARY: delay applied to each pre-prepare */
-    uint32_t percent;  /* MUTATE/REPLAY: share of messages affected, 0..100 (default 50) */
+    int mode;             /* PBFT_BYZ_* */
+    uint64_t seed;        /* PRNG seed */
+    uint32_t delay_ms;    /* SLOW_PRIMARY: delay applied to each pre-prepare */
+    uint32_t percent;     /* MUTATE/REPLAY: share of messages affected, 0..100 (default 50) */
+    bool armed;           /* start inactive (honest) until pbft_byz_set_active: lets a scenario
+                             runner choose the moment of the fault */
+    uint8_t crash_type;   /* CRASH: at the crash_after-th message of this PBFT_MSG_* type
+                             (0: of any type) it stops sending, and the driver stops it */
+    uint32_t crash_after; /* CRASH: default 1 */
+    uint64_t peers;       /* SELECTIVE: bit j = send to replica j; 0: ids below n/2 only */
+    uint32_t factor;      /* FLOOD: extra copies of each message (default 8) */
+    bool censor_set;      /* CENSOR: censor censor_pk only; otherwise every sender whose
+                             key's first byte is even */
+    uint8_t censor_pk[32];
 } pbft_byz_config;
 
 /* pbft_byz_new returns 0 and an adversary, or -1 on a bad config or no memory. */
@@ -38,9 +56,27 @@ int pbft_byz_new(const pbft_byz_config *c, pbft_byz **out);
 void pbft_byz_free(pbft_byz *b);
 
 /* Names: "honest", "silent", "equivocate", "wrong-digest", "bad-signature", "replay",
- * "conflict-vc", "slow-primary", "mutate". pbft_byz_mode_parse returns -1 if unknown. */
+ * "conflict-vc", "slow-primary", "mutate" (or "off-by-one"), "crash", "selective", "flood",
+ * "censor", "bogus-state". pbft_byz_mode_parse returns -1 if unknown. */
 const char *pbft_byz_mode_name(int mode);
 int pbft_byz_mode_parse(const char *name);
+
+int pbft_byz_mode(const pbft_byz *b);
+
+/* An inactive adversary passes every message through unchanged. */
+void pbft_byz_set_active(pbft_byz *b, bool on);
+bool pbft_byz_active(const pbft_byz *b);
+
+/* CRASH: true once the adversary reached its crash point (the driver should stop the
+ * replica: pbftd exits, the simulator leaves it silent). */
+bool pbft_byz_crashed(const pbft_byz *b);
+
+/* CENSOR: true if an active adversary censors transactions from this sender. */
+bool pbft_byz_censors(pbft_byz *b, const uint8_t sender[32]);
+
+/* BOGUS_STATE: drivers pass each block they put in a state-transfer reply; an active
+ * adversary flips one byte (counted as an action) and returns true. */
+bool pbft_byz_corrupt_state(pbft_byz *b, uint8_t *block, size_t n);
 
 /* Count of Byzantine actions taken (messages mutated, dropped, delayed or invented). */
 uint64_t pbft_byz_actions(const pbft_byz *b);

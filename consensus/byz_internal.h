@@ -12,6 +12,9 @@ struct pbft_byz {
     pbft_byz_config c;
     uint64_t rng;
     uint64_t actions;
+    bool active;
+    bool crashed;         /* CRASH: reached its point */
+    uint32_t crash_count; /* CRASH: messages of crash_type seen */
     /* REPLAY: frames this replica sent earlier, with the view they were sent in. */
     struct {
         uint8_t *p;

@@ -743,6 +743,20 @@ int pbft_request_decode(pbft_span body, pbft_span *tx)
     return PBFT_OK;
 }
 
+int pbft_complaint_decode(pbft_span body, pbft_complaint_msg *out)
+{
+    rd r = {body.p, body.n, 0};
+    pbft_complaint_msg c;
+    int rc;
+    if ((rc = rd_u64(&r, &c.view)) != PBFT_OK || (rc = rd_u8(&r, &c.reason)) != PBFT_OK ||
+        (rc = rd_end(&r)) != PBFT_OK)
+        return rc;
+    if (c.reason >= PBFT_COMPLAINT_REASONS)
+        return PBFT_E_NONCANONICAL;
+    *out = c;
+    return PBFT_OK;
+}
+
 int pbft_body_check(uint8_t type, pbft_span body)
 {
     switch (type) {
@@ -775,6 +789,10 @@ int pbft_body_check(uint8_t type, pbft_span body)
     case PBFT_MSG_REQUEST: {
         pbft_span tx;
         return pbft_request_decode(body, &tx);
+    }
+    case PBFT_MSG_COMPLAINT: {
+        pbft_complaint_msg c;
+        return pbft_complaint_decode(body, &c);
     }
     default:
         return PBFT_E_TYPE;

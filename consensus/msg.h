@@ -205,6 +205,9 @@ void pbft_chain_next(const pbft_digest *prev, const pbft_digest *d, pbft_digest 
  *               list of signed COMMIT (the certificate; may be empty for an uncommitted
  *               block asked for by digest) }
  *   REQUEST:    tx_len u32, tx (a client transaction forwarded by a replica)
+ *   COMPLAINT (9): view u64, reason u8 (0 slow, 1 unfair; others are refused): a backup's
+ *               signed statement that the primary of `view` is not making the progress it
+ *               should (primary monitoring; replica.c, docs/protocol.md)
  * where "list of X" = count u16 (<= PBFT_MAX_N, except the NEWVIEW pre-prepare list which is
  * <= PBFT_MAX_WINDOW), then count times { len u32, signed message of type X }. Embedded
  * messages are fully structure-checked by the decoder, including their declared type.
@@ -220,7 +223,8 @@ enum {
     PBFT_MSG_STATE_REQ = 7,
     PBFT_MSG_STATE_REP = 8,
     PBFT_MSG_REQUEST = 9,
-    PBFT_MSG__MAX = 9,
+    PBFT_MSG_COMPLAINT = 10,
+    PBFT_MSG__MAX = 10,
 };
 
 #define PBFT_SIGNED_OVERHEAD (8 + KEYS_SIG_BYTES) /* header + signature */
@@ -291,6 +295,12 @@ typedef struct {
     pbft_span entries; /* n entries: (u32 len, block), list of signed COMMITs */
 } pbft_state_rep;
 
+#define PBFT_COMPLAINT_REASONS 2
+typedef struct {
+    uint64_t view;
+    uint8_t reason; /* < PBFT_COMPLAINT_REASONS */
+} pbft_complaint_msg;
+
 /* Body decoders: parse exactly body.n bytes. They check every embedded message's structure
  * and type, but no signatures. */
 int pbft_vote_decode(pbft_span body, pbft_vote *out);
@@ -300,6 +310,7 @@ int pbft_newview_decode(pbft_span body, pbft_newview *out);
 int pbft_state_req_decode(pbft_span body, pbft_state_req *out);
 int pbft_state_rep_decode(pbft_span body, pbft_state_rep *out);
 int pbft_request_decode(pbft_span body, pbft_span *tx);
+int pbft_complaint_decode(pbft_span body, pbft_complaint_msg *out);
 
 /* pbft_body_check decodes the body of type `type` and discards the result. */
 int pbft_body_check(uint8_t type, pbft_span body);

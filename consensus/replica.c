@@ -137,6 +137,26 @@ struct pbft_replica {
     pbft_stats st;
     pbft_trace_fn trace;
     void *trace_ctx;
+    uint64_t first_commit_view; /* the newest view a block committed in (for the trace) */
+    /* Primary monitoring (below, "Primary monitoring"): what this replica saw of the primary
+     * of view mon_view. */
+    bool mon_init;
+    uint64_t mon_view;
+    uint64_t mon_since;          /* when we entered mon_view (or started) */
+    uint64_t mon_newest_arrival; /* newest arrival here of a held tx the primary proposed */
+    uint64_t mon_busy_ms;        /* when the primary last proposed a block over half full */
+    uint64_t mon_deadline;       /* next check */
+    uint64_t complained_ms;      /* when we last sent a COMPLAINT in mon_view; 0: never */
+    uint64_t complaint_mask;     /* replicas that complained in mon_view, a bit each */
+    /* Held transactions in arrival order, so the oldest not yet proposed is found without a
+     * scan of the pool: entries proposed or committed since are popped lazily at the head.
+     * Rebuilt from the pool on entering a view (a view change un-proposes). */
+    struct monent {
+        pbft_digest h;
+        uint64_t arrival;
+    } * mon_ring;
+    uint32_t mon_cap, mon_head, mon_len;
+    bool mon_overflow; /* an arrival did not fit: rebuild at the next check */
 
     uint64_t now;
     uint64_t wall; /* wall-clock ms for block timestamps (0: use now) */
@@ -241,9 +261,10 @@ static void drop(pbft_replica *r, int reason)
     r->st.drops[reason]++;
 }
 
-static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, const char *fmt, ...)
+static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, int arg, const char *fmt,
+                  ...) __attribute__((format(printf, 6, 7)));
+static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, int arg, const char *fmt,
+                  ...)
 {
     if (r->trace == NULL)
         return;
@@ -252,7 +273,7 @@ static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, const 
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    r->trace(r->trace_ctx, kind, view, seq, text);
+    r->trace(r->trace_ctx, kind, view, seq, arg, text);
 }
 
 static uint8_t *dup_bytes(const uint8_t *p, size_t n)
@@ -538,11 +559,61 @@ static void fifo_push(pbft_replica *r, const pbft_digest *h)
     r->fifo_len++;
 }
 
+/* mon_push records a held transaction's arrival for primary monitoring. */
+static void mon_push(pbft_replica *r, const struct txent *e)
+{
+    if (r->mon_len == r->mon_cap) {
+        r->mon_overflow = true;
+        return;
+    }
+    r->mon_ring[(r->mon_head + r->mon_len) % r->mon_cap] = (struct monent){e->h, e->arrival_ms};
+    r->mon_len++;
+}
+
+/* mon_rebuild refills the ring from the pool: every held transaction not in a block. Their
+ * order does not matter: they arrived before the view started, and waiting counts from
+ * then. */
+static void mon_rebuild(pbft_replica *r)
+{
+    r->mon_head = r->mon_len = 0;
+    r->mon_overflow = false;
+    for (uint32_t i = 0; i < r->tx_cap; i++) {
+        const struct txent *t = &r->tx[i];
+        if (t->state == TX_HELD && !t->inblock)
+            mon_push(r, t);
+    }
+}
+
+/* mon_oldest returns the arrival of the oldest held transaction not in a block, or NONE. */
+static uint64_t mon_oldest(pbft_replica *r)
+{
+    if (r->mon_overflow)
+        mon_rebuild(r);
+    uint64_t oldest = NONE;
+    while (r->mon_len > 0) {
+        const struct monent *m = &r->mon_ring[r->mon_head];
+        const struct txent *t = tx_find(r, &m->h);
+        if (t != NULL && t->state == TX_HELD && !t->inblock && t->arrival_ms == m->arrival) {
+            oldest = m->arrival;
+            break;
+        }
+        r->mon_head = (r->mon_head + 1) % r->mon_cap;
+        r->mon_len--;
+    }
+    /* Entries rebuilt at a view change are unordered: any of them counts from mon_since. */
+    return oldest;
+}
+
 /* enqueue_tx puts a held transaction on the primary's proposal queue. */
 static void enqueue_tx(pbft_replica *r, struct txent *e)
 {
     if (e->queued || e->inblock || e->state != TX_HELD)
         return;
+    if (r->byz != NULL && pbft_byz_mode(r->byz) == PBFT_BYZ_CENSOR) {
+        pbft_tx t;
+        if (pbft_tx_decode(e->tx, e->n, &t) == PBFT_OK && pbft_byz_censors(r->byz, t.sender))
+            return; /* held, never proposed: backups see it wait (primary monitoring) */
+    }
     e->queued = true;
     r->q_count++;
     r->q_bytes += 4 + e->n;
@@ -640,6 +711,50 @@ static void byz_send(pbft_replica *r, const struct outmsg *m, const uint8_t *fra
             }
         }
         break;
+    case PBFT_BYZ_CRASH:
+        if (!b->crashed && (b->c.crash_type == 0 || m->type == b->c.crash_type) &&
+            ++b->crash_count >= (b->c.crash_after > 0 ? b->c.crash_after : 1))
+            b->crashed = true;
+        if (b->crashed) {
+            b->actions++;
+            goto out;
+        }
+        break;
+    case PBFT_BYZ_SELECTIVE: {
+        uint64_t mask = b->c.peers;
+        if (mask == 0)
+            for (uint16_t j = 0; j < r->c.n / 2; j++)
+                mask |= 1ull << j;
+        if (to == PBFT_TO_ALL) {
+            for (uint16_t j = 0; j < r->c.n; j++)
+                if (j != r->c.id && (mask >> j & 1))
+                    out_send_raw(r, j, 0, frame, n);
+            b->actions++;
+            goto out;
+        }
+        if (!(mask >> to & 1)) {
+            b->actions++;
+            goto out;
+        }
+        break;
+    }
+    case PBFT_BYZ_FLOOD: {
+        /* Copies cost each receiver a signature check before they are dropped as
+         * duplicates; the junk frame costs it a decode. Both go through its bounded queues. */
+        uint32_t k = b->c.factor > 0 ? b->c.factor : 8;
+        for (uint32_t i = 0; i < k; i++)
+            out_send_raw(r, to, 0, frame, n);
+        uint8_t *junk = arena_alloc(r, n);
+        if (junk != NULL) {
+            for (size_t i = 0; i < n; i += 8) {
+                uint64_t x = pbft__byz_next(b);
+                memcpy(junk + i, &x, n - i < 8 ? n - i : 8);
+            }
+            out_send_raw(r, to, 0, junk, n);
+        }
+        b->actions += k + 1;
+        break;
+    }
     case PBFT_BYZ_SLOW_PRIMARY:
         if (m->type == PBFT_MSG_PREPREPARE) {
             delay = b->c.delay_ms;
@@ -760,7 +875,7 @@ out:
 static void transmit(pbft_replica *r, const struct outmsg *m, const uint8_t *frame, size_t n,
                      uint16_t to)
 {
-    if (r->byz != NULL && r->byz->c.mode != PBFT_BYZ_HONEST)
+    if (r->byz != NULL && r->byz->active && r->byz->c.mode != PBFT_BYZ_HONEST)
         byz_send(r, m, frame, n, to);
     else
         out_send_raw(r, to, 0, frame, n);
@@ -986,11 +1101,17 @@ static bool null_block(pbft_replica *r, uint64_t seq, uint64_t view, pbft_span *
 
 /* mark_inblock flags held transactions that appear in an accepted block, so that a primary
  * does not propose them again while that block is in flight. */
+static void mon_sync(pbft_replica *r);
+
 static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
 {
     pbft_block b;
     if (pbft_block_decode(p, n, &b) != PBFT_OK)
         return;
+    /* Primary monitoring observes what the primary proposes: how full, and how recent. */
+    mon_sync(r);
+    if ((uint64_t)b.ntx * 2 >= r->c.max_block_txs || (uint64_t)n * 2 >= r->c.max_block_bytes)
+        r->mon_busy_ms = r->now;
     size_t off = 0;
     pbft_span t;
     while (pbft_block_next_tx(&b, &off, &t)) {
@@ -998,6 +1119,10 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
         pbft_tx_hash(t.p, t.n, &h);
         struct txent *e = tx_find(r, &h);
         if (e != NULL && e->state == TX_HELD) {
+            /* Only arrivals in this view say anything about this primary's order. */
+            if (!e->inblock && e->arrival_ms >= r->mon_since &&
+                e->arrival_ms > r->mon_newest_arrival)
+                r->mon_newest_arrival = e->arrival_ms;
             unqueue(r, e);
             e->inblock = true;
         }
@@ -1084,6 +1209,11 @@ static void execute(pbft_replica *r, uint64_t seq, uint64_t view, const pbft_dig
         r->st.txs_committed += b.ntx;
     }
     r->st.blocks_committed++;
+    if (view > r->first_commit_view || r->st.blocks_committed == 1) {
+        r->first_commit_view = view;
+        trace(r, PBFT_TRACE_FIRST_COMMIT, view, seq, -1, "first commit in view %llu: height %llu",
+              (unsigned long long)view, (unsigned long long)seq);
+    }
     /* Progress: the view works, so the timeout returns to its base [TOCS §4.5.2]. */
     r->T = r->c.view_timeout_ms;
     update_req_timer(r, true);
@@ -1487,7 +1617,7 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
     r->stable_d = *d;
     uint64_t old_h = r->h;
     r->h = seq;
-    trace(r, PBFT_TRACE_CHECKPOINT, r->view, seq, "checkpoint %llu stable",
+    trace(r, PBFT_TRACE_CHECKPOINT, r->view, seq, -1, "checkpoint %llu stable",
           (unsigned long long)seq);
     for (uint64_t s = old_h + 1; s <= seq && s <= old_h + r->c.window; s++) {
         struct slot *sl = &r->slots[(s - 1) % r->c.window];
@@ -1715,13 +1845,21 @@ static void st_rotate(pbft_replica *r)
         r->st_peer = (uint16_t)((r->st_peer + 1) % r->c.n);
 }
 
+static void st_done(pbft_replica *r)
+{
+    r->st_active = false;
+    trace(r, PBFT_TRACE_STATE_DONE, r->view, r->last_exec, -1, "state transfer done: height %llu",
+          (unsigned long long)r->last_exec);
+}
+
 static void start_state_transfer(pbft_replica *r)
 {
     if (r->st_active || r->st_target <= r->last_exec || !r->started)
         return;
     r->st_active = true;
-    trace(r, PBFT_TRACE_STATE, r->view, r->last_exec, "state transfer: executed %llu, target %llu",
-          (unsigned long long)r->last_exec, (unsigned long long)r->st_target);
+    trace(r, PBFT_TRACE_STATE_START, r->view, r->last_exec, -1,
+          "state transfer: executed %llu, target %llu", (unsigned long long)r->last_exec,
+          (unsigned long long)r->st_target);
     st_request(r);
 }
 
@@ -1806,8 +1944,8 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
         bool cert_ok = verify_commit_cert(r, &cert, b.height, &d, &cview);
         if (!cert_ok || !validate_block(r, blk.p, blk.n, b.height, &d, false, &vb)) {
             drop(r, PBFT_DROP_BAD_STATE);
-            trace(r, PBFT_TRACE_REJECT, r->view, b.height, "state transfer from %u: block %llu %s",
-                  e->sender, (unsigned long long)b.height,
+            trace(r, PBFT_TRACE_REJECT, r->view, b.height, -1,
+                  "state transfer from %u: block %llu %s", e->sender, (unsigned long long)b.height,
                   cert_ok ? "does not validate" : "has no valid commit certificate");
             /* This peer lies: forget its claim and retarget at once (the next tick asks
              * another claimer). Rotating first would have discounted the next peer instead
@@ -1841,7 +1979,7 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
     try_execute(r);
     if (r->st_active) {
         if (r->last_exec >= r->st_target)
-            r->st_active = false;
+            st_done(r);
         else if (e->sender == r->st_peer)
             st_request(r); /* this peer helps: keep going */
     }
@@ -2085,6 +2223,7 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
     e->tx = c;
     e->n = (uint32_t)n;
     e->arrival_ms = r->now;
+    mon_push(r, e);
     r->held++;
     r->held_bytes += n;
     if (is_primary(r) && !r->in_vc) {
@@ -2386,7 +2525,7 @@ static void make_newview(pbft_replica *r)
     pbft_wbuf_init(&body, PBFT_MAX_MSG_BYTES);
     if (o.best_view == NULL || o.best_d == NULL || o.has == NULL || pps == NULL ||
         !compute_o(r, vcs, nvc, &o)) {
-        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: cannot compute O");
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW: cannot compute O");
         goto done;
     }
 
@@ -2402,12 +2541,12 @@ static void make_newview(pbft_replica *r)
         if (o.has[idx])
             d = o.best_d[idx];
         else if (!null_block(r, seq, r->view, &nb, &d)) {
-            trace(r, PBFT_TRACE_REJECT, r->view, seq, "NEW-VIEW: cannot build a null block");
+            trace(r, PBFT_TRACE_REJECT, r->view, seq, -1, "NEW-VIEW: cannot build a null block");
             goto done;
         }
         struct outmsg m = vote_msg(PBFT_MSG_PREPREPARE, r->view, seq, &d);
         if (!build_frame(r, &m, &r->w)) {
-            trace(r, PBFT_TRACE_REJECT, r->view, seq, "NEW-VIEW: cannot sign a pre-prepare");
+            trace(r, PBFT_TRACE_REJECT, r->view, seq, -1, "NEW-VIEW: cannot sign a pre-prepare");
             goto done;
         }
         size_t sl = signed_len(&m, r->w.len);
@@ -2419,7 +2558,7 @@ static void make_newview(pbft_replica *r)
         pps[idx].n = sl;
     }
     if (body.err != 0) {
-        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: body over %zu bytes", body.limit);
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW: body over %zu bytes", body.limit);
         goto done;
     }
     struct outmsg m;
@@ -2428,7 +2567,8 @@ static void make_newview(pbft_replica *r)
     m.body = body.p;
     m.body_n = body.len;
     if (!build_frame(r, &m, &r->w)) {
-        trace(r, PBFT_TRACE_REJECT, r->view, 0, "NEW-VIEW: cannot sign (%zu-byte body)", body.len);
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW: cannot sign (%zu-byte body)",
+              body.len);
         goto done;
     }
     free(r->nv);
@@ -2439,7 +2579,7 @@ static void make_newview(pbft_replica *r)
     uint8_t *frame = arena_dup(r, r->w.p, r->w.len);
     size_t fn = r->w.len;
     install_newview(r, &o, pps);
-    trace(r, PBFT_TRACE_NEW_VIEW, r->view, o.min_s,
+    trace(r, PBFT_TRACE_NEW_VIEW_SENT, r->view, o.min_s, -1,
           "sent NEW-VIEW for view %llu: min-s %llu, max-s %llu, %u view-changes",
           (unsigned long long)r->view, (unsigned long long)o.min_s, (unsigned long long)o.max_s,
           nvc);
@@ -2480,8 +2620,9 @@ static void start_view_change(pbft_replica *r, uint64_t v, int reason)
 {
     assert(v > r->view || (v == r->view && !r->in_vc));
     r->st.view_changes[reason]++;
-    trace(r, PBFT_TRACE_VIEW_CHANGE, v, r->last_exec, "view change to %llu (%s), timeout %u ms",
-          (unsigned long long)v, pbft_vc_reason_name(reason), r->T);
+    trace(r, PBFT_TRACE_VIEW_CHANGE, v, r->last_exec, reason,
+          "view change to %llu (%s), timeout %u ms", (unsigned long long)v,
+          pbft_vc_reason_name(reason), r->T);
     r->view = v;
     r->in_vc = true;
     r->vc_sent_ms = r->now;
@@ -2581,7 +2722,7 @@ static void on_viewchange(pbft_replica *r, const pbft_env *e)
     }
     if (!verify_vc(r, &vc)) {
         drop(r, PBFT_DROP_BAD_CERT);
-        trace(r, PBFT_TRACE_REJECT, vc.new_view, 0, "VIEW-CHANGE from %u does not verify",
+        trace(r, PBFT_TRACE_REJECT, vc.new_view, 0, -1, "VIEW-CHANGE from %u does not verify",
               e->sender);
         return;
     }
@@ -2637,7 +2778,7 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         bool cached = known->set && known->n == m.n && memcmp(known->msg, m.p, m.n) == 0;
         if (!cached && (!verify_env(r, &ve, false) || !verify_vc(r, &vc))) {
             drop(r, PBFT_DROP_BAD_CERT);
-            trace(r, PBFT_TRACE_REJECT, nv.view, 0,
+            trace(r, PBFT_TRACE_REJECT, nv.view, 0, -1,
                   "NEW-VIEW from %u: VIEW-CHANGE of %u does not verify", e->sender, ve.sender);
             return;
         }
@@ -2654,7 +2795,7 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     }
     if (!compute_o(r, vcs, nvc, &o) || nv.pps.count != o.max_s - o.min_s) {
         drop(r, PBFT_DROP_BAD_NEWVIEW);
-        trace(r, PBFT_TRACE_REJECT, nv.view, 0, "NEW-VIEW from %u: O has %u entries, want %llu",
+        trace(r, PBFT_TRACE_REJECT, nv.view, 0, -1, "NEW-VIEW from %u: O has %u entries, want %llu",
               e->sender, nv.pps.count, (unsigned long long)(o.max_s - o.min_s));
         goto done;
     }
@@ -2683,7 +2824,7 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         }
         if (!digest_eq(&want, &v.d) || !verify_env(r, &pe, false)) {
             drop(r, PBFT_DROP_BAD_NEWVIEW);
-            trace(r, PBFT_TRACE_REJECT, nv.view, seq,
+            trace(r, PBFT_TRACE_REJECT, nv.view, seq, -1,
                   "NEW-VIEW from %u: its O entry for seq %llu differs from the recomputed one",
                   e->sender, (unsigned long long)seq);
             goto done;
@@ -2697,7 +2838,7 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     r->nv_n = r->nv != NULL ? (uint32_t)fn : 0;
     r->nv_max_s = o.max_s;
     install_newview(r, &o, pps);
-    trace(r, PBFT_TRACE_NEW_VIEW, r->view, o.min_s,
+    trace(r, PBFT_TRACE_NEW_VIEW_ACCEPTED, r->view, o.min_s, e->sender,
           "accepted NEW-VIEW for view %llu from %u: min-s %llu, max-s %llu",
           (unsigned long long)r->view, e->sender, (unsigned long long)o.min_s,
           (unsigned long long)o.max_s);
@@ -2838,8 +2979,130 @@ static void do_resend(pbft_replica *r)
     }
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Primary monitoring, after Aardvark [Clement et al., NSDI'09, §4.3] and RBFT [Aublin et al.,
+ * ICDCS'13]. The request timer [OSDI §4.4] only catches a primary that stops: it restarts on
+ * every execution, so a primary that holds each pre-prepare just under T, or serves some
+ * clients and not others, keeps its view forever. Backups therefore watch the requests they
+ * hold (each was forwarded to the primary on arrival) and COMPLAIN, with a signed message,
+ * when the primary is
+ *   - slow: a request waited monitor_ms + resend_ms (one re-forward of slack) for a
+ *     pre-prepare while the primary was not saturated (no block over half full within that
+ *     time, fewer than max_inflight/2 in flight). A saturated primary has a legitimate
+ *     queue, so latency alone does not count;
+ *   - unfair: it proposed a request that arrived here more than monitor_ms + resend_ms after
+ *     one it leaves waiting (a FIFO primary cannot do that, saturated or not), or it left
+ *     one waiting 10 initial view timeouts (starvation, whatever the load).
+ * Waiting counts from when we entered the view, so a new primary is not blamed for the old
+ * one's backlog. A complaint does not leave the view: a replica changes view (reason
+ * "complaints") only on f+1 complaints for its view, its own included, so at least one
+ * correct replica agrees and f faulty ones cannot vote a correct primary out.
+ * ----------------------------------------------------------------------------------------*/
+static void mon_sync(pbft_replica *r)
+{
+    if (r->mon_view == r->view && r->mon_init)
+        return;
+    r->mon_init = true;
+    r->mon_view = r->view;
+    r->mon_since = r->now;
+    r->mon_overflow = true; /* a new view un-proposed what the old one had: rebuild */
+    r->mon_newest_arrival = 0;
+    r->mon_busy_ms = 0;
+    r->complained_ms = 0;
+    r->complaint_mask = 0;
+}
+
+static unsigned popcount64(uint64_t x)
+{
+    unsigned k = 0;
+    for (; x != 0; x &= x - 1)
+        k++;
+    return k;
+}
+
+static void count_complaint(pbft_replica *r, uint16_t who)
+{
+    mon_sync(r);
+    r->complaint_mask |= 1ull << who;
+    uint32_t f = (uint32_t)(r->c.n - 1) / 3;
+    if (!r->in_vc && popcount64(r->complaint_mask) >= f + 1)
+        start_view_change(r, r->view + 1, PBFT_VC_COMPLAINTS);
+}
+
+static void send_complaint(pbft_replica *r, int reason, uint64_t age)
+{
+    uint8_t body[9];
+    for (int i = 0; i < 8; i++)
+        body[i] = (uint8_t)(r->view >> (56 - 8 * i));
+    body[8] = (uint8_t)reason;
+    struct outmsg m;
+    memset(&m, 0, sizeof m);
+    m.type = PBFT_MSG_COMPLAINT;
+    m.body = body;
+    m.body_n = sizeof body;
+    r->complained_ms = r->now;
+    r->st.complaints[reason]++;
+    trace(r, PBFT_TRACE_COMPLAINT, r->view, r->last_exec, reason,
+          "complaint about primary %u of view %llu: %s (a request waited %llu ms)",
+          primary_of(r, r->view), (unsigned long long)r->view, pbft_complaint_reason_name(reason),
+          (unsigned long long)age);
+    send_new(r, &m, PBFT_TO_ALL);
+    count_complaint(r, r->c.id);
+}
+
+static bool mon_wanted(const pbft_replica *r)
+{
+    return r->c.monitor_ms > 0 && r->started && !r->in_vc && !is_primary(r) && r->held > 0;
+}
+
+static void monitor(pbft_replica *r)
+{
+    if (!mon_wanted(r))
+        return;
+    mon_sync(r);
+    uint64_t oldest = mon_oldest(r);
+    if (oldest == NONE)
+        return;
+    uint64_t from = oldest > r->mon_since ? oldest : r->mon_since;
+    /* One re-forward interval of slack: a forward lost with a connection is sent again
+     * after resend_ms, and that is the network's delay, not the primary's. */
+    uint64_t age = r->now - from, lim = (uint64_t)r->c.monitor_ms + r->c.resend_ms;
+    bool saturated = r->max_pp_seq > r->last_exec + r->c.max_inflight / 2 ||
+                     (r->mon_busy_ms != 0 && r->now - r->mon_busy_ms < lim);
+    int reason = -1;
+    if (age >= 10ull * r->c.view_timeout_ms || r->mon_newest_arrival > from + lim)
+        reason = PBFT_COMPLAINT_UNFAIR;
+    else if (!saturated && age >= lim)
+        reason = PBFT_COMPLAINT_SLOW;
+    if (reason < 0)
+        return;
+    /* Once per view, and again every 4 resend intervals while it lasts (a complaint may be
+     * lost with a connection). */
+    if (r->complained_ms != 0 && r->now - r->complained_ms < 4ull * r->c.resend_ms)
+        return;
+    send_complaint(r, reason, age);
+}
+
+static void on_complaint(pbft_replica *r, const pbft_env *e)
+{
+    pbft_complaint_msg c;
+    if (pbft_complaint_decode(e->body, &c) != PBFT_OK) {
+        drop(r, PBFT_DROP_MALFORMED);
+        return;
+    }
+    if (c.view != r->view || r->in_vc) {
+        drop(r, c.view < r->view ? PBFT_DROP_STALE : PBFT_DROP_WRONG_VIEW);
+        return;
+    }
+    count_complaint(r, e->sender);
+}
+
 static void on_tick(pbft_replica *r)
 {
+    if (r->mon_deadline != NONE && r->now >= r->mon_deadline) {
+        r->mon_deadline = NONE;
+        monitor(r);
+    }
     if (r->req_deadline != NONE && r->now >= r->req_deadline && !r->in_vc)
         start_view_change(r, r->view + 1, PBFT_VC_REQUEST_TIMEOUT);
     if (r->vc_deadline != NONE && r->now >= r->vc_deadline && r->in_vc) {
@@ -2857,7 +3120,7 @@ static void on_tick(pbft_replica *r)
             r->claims[r->st_peer] = r->last_exec; /* it claimed blocks it did not deliver */
         uint16_t who = retarget(r);
         if (r->last_exec >= r->st_target) {
-            r->st_active = false;
+            st_done(r);
         } else {
             if (r->claims[who] > r->last_exec && who != r->st_peer)
                 r->st_peer = who;
@@ -2882,8 +3145,13 @@ static void finish(pbft_replica *r, pbft_output **out)
     } else {
         r->resend_deadline = NONE;
     }
+    if (!mon_wanted(r))
+        r->mon_deadline = NONE;
+    else if (r->mon_deadline == NONE)
+        r->mon_deadline = r->now + (r->c.monitor_ms / 4 > 0 ? r->c.monitor_ms / 4 : 1);
     uint64_t d = min_u64(r->req_deadline, r->vc_deadline);
     d = min_u64(d, r->resend_deadline);
+    d = min_u64(d, r->mon_deadline);
     d = min_u64(d, batch);
     if (r->st_active)
         d = min_u64(d, r->st_deadline);
@@ -2941,6 +3209,9 @@ static void on_message(pbft_replica *r, const uint8_t *p, size_t n, bool pre)
     case PBFT_MSG_REQUEST:
         on_request_msg(r, &e, pre);
         break;
+    case PBFT_MSG_COMPLAINT:
+        on_complaint(r, &e);
+        break;
     default:
         drop(r, PBFT_DROP_MALFORMED);
         break;
@@ -2995,6 +3266,7 @@ void pbft_config_defaults(pbft_config *c)
     c->resend_ms = 500;
     c->state_retry_ms = 2000;
     c->max_state_blocks = 64;
+    c->monitor_ms = 500;
 }
 
 #define CHECK(cond, ...)                                                                           \
@@ -3041,6 +3313,9 @@ int pbft_config_validate(const pbft_config *c, char *err, size_t errlen)
     CHECK(c->max_pending_bytes >= PBFT_MAX_TX_BYTES, "max_pending_bytes: %u; must be at least %u",
           c->max_pending_bytes, PBFT_MAX_TX_BYTES);
     CHECK(c->view_timeout_ms >= 1, "view_timeout_ms: must be at least 1");
+    CHECK(c->monitor_ms < c->view_timeout_ms,
+          "monitor_ms: %u must be below view_timeout_ms (%u), or 0 to turn monitoring off",
+          c->monitor_ms, c->view_timeout_ms);
     CHECK(c->view_timeout_max_ms >= c->view_timeout_ms,
           "view_timeout_max_ms: %u; must be at least view_timeout_ms (%u)", c->view_timeout_max_ms,
           c->view_timeout_ms);
@@ -3065,7 +3340,7 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->f = (uint16_t)((c->n - 1) / 3);
     r->q = (uint16_t)(c->n - r->f);
     r->T = c->view_timeout_ms;
-    r->req_deadline = r->vc_deadline = r->resend_deadline = NONE;
+    r->req_deadline = r->vc_deadline = r->resend_deadline = r->mon_deadline = NONE;
     memcpy(r->stable_d.b, c->genesis, 32);
     memcpy(r->exec_chain.b, c->genesis, 32);
     r->next_seq = 1;
@@ -3089,8 +3364,10 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->done = calloc(r->done_cap, sizeof *r->done);
     r->fifo_cap = c->max_pending_txs + 1;
     r->fifo = calloc(r->fifo_cap, sizeof *r->fifo);
+    r->mon_cap = 2 * c->max_pending_txs;
+    r->mon_ring = calloc(r->mon_cap, sizeof *r->mon_ring);
     bool ok = r->slots && r->cks && r->claims && r->serve_win && r->serve_used && r->vcs &&
-              r->chain_ring && r->tx && r->done && r->fifo;
+              r->chain_ring && r->tx && r->done && r->fifo && r->mon_ring;
     for (uint32_t i = 0; ok && i < c->window; i++) {
         r->slots[i].prep = calloc(c->n, sizeof(struct vote));
         r->slots[i].com = calloc(c->n, sizeof(struct vote));
@@ -3150,6 +3427,7 @@ void pbft_replica_free(pbft_replica *r)
     free(r->tx);
     free(r->done);
     free(r->fifo);
+    free(r->mon_ring);
     free(r->my_vc);
     free(r->nv);
     free(r->stable_proof);
@@ -3440,9 +3718,15 @@ const char *pbft_drop_name(int reason)
     return reason >= 0 && reason < PBFT_DROP__COUNT ? drop_names[reason] : "unknown";
 }
 
+const char *pbft_complaint_reason_name(int reason)
+{
+    static const char *const names[PBFT_COMPLAINT__COUNT] = {"slow", "unfair"};
+    return reason >= 0 && reason < PBFT_COMPLAINT__COUNT ? names[reason] : "unknown";
+}
+
 const char *pbft_vc_reason_name(int reason)
 {
     static const char *const names[PBFT_VC__COUNT] = {"request_timeout", "newview_timeout",
-                                                      "joined"};
+                                                      "joined", "complaints"};
     return reason >= 0 && reason < PBFT_VC__COUNT ? names[reason] : "unknown";
 }

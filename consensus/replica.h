@@ -57,6 +57,9 @@ typedef struct {
     uint32_t resend_ms;           /* retransmission interval for unfinished work */
     uint32_t state_retry_ms;      /* state transfer: ask another peer after this */
     uint32_t max_state_blocks;    /* blocks per state-transfer request, <= PBFT_MAX_STATE_BLOCKS */
+    uint32_t monitor_ms;          /* primary monitoring: a backup complains when a request it
+                                     holds waits this long (plus resend_ms) for a pre-prepare
+                                     while the primary is not saturated; 0: off; < view timeout */
 } pbft_config;
 
 /* pbft_config_defaults fills sensible values for every limit and timer (not the keys). */
@@ -185,13 +188,25 @@ enum {
     PBFT_VC_REQUEST_TIMEOUT = 0, /* a request or pre-prepare waited past T */
     PBFT_VC_NEWVIEW_TIMEOUT,     /* view change to v did not complete within T */
     PBFT_VC_JOINED,              /* f+1 replicas moved to a higher view (section 4.5.2) */
+    PBFT_VC_COMPLAINTS,          /* f+1 replicas complained about the primary (monitoring) */
     PBFT_VC__COUNT
 };
 const char *pbft_vc_reason_name(int reason);
 
+/* Why a backup complained about the primary (primary monitoring, replica.c). */
+enum {
+    PBFT_COMPLAINT_SLOW = 0, /* a request waited past monitor_ms for a pre-prepare while the
+                                primary was not saturated */
+    PBFT_COMPLAINT_UNFAIR,   /* the primary proposed requests that arrived well after one it
+                                leaves waiting, or left one waiting 10 view timeouts */
+    PBFT_COMPLAINT__COUNT
+};
+const char *pbft_complaint_reason_name(int reason);
+
 typedef struct {
     uint64_t drops[PBFT_DROP__COUNT];
     uint64_t view_changes[PBFT_VC__COUNT];
+    uint64_t complaints[PBFT_COMPLAINT__COUNT]; /* complaints this replica sent */
     uint64_t blocks_committed;
     uint64_t txs_committed;
     uint64_t state_transfers; /* blocks obtained by state transfer */
@@ -251,15 +266,21 @@ uint32_t pbft_replica_view_timeout(const pbft_replica *r);
 const pbft_stats *pbft_replica_stats(const pbft_replica *r);
 
 /* Events worth a log line (design section 8: the event log). The core reports them through
- * a callback the driver sets; it does no I/O itself. The text is valid for the call only. */
+ * a callback the driver sets; it does no I/O itself. The text is valid for the call only.
+ * `arg` is kind-specific (below); -1 when unused. */
 enum {
-    PBFT_TRACE_VIEW_CHANGE = 1, /* started a view change */
-    PBFT_TRACE_NEW_VIEW = 2,    /* sent or accepted a NEW-VIEW (entered a view) */
-    PBFT_TRACE_REJECT = 3,      /* refused a VIEW-CHANGE or NEW-VIEW, and why */
-    PBFT_TRACE_CHECKPOINT = 4,  /* a checkpoint became stable */
-    PBFT_TRACE_STATE = 5,       /* state transfer started or finished */
+    PBFT_TRACE_VIEW_CHANGE = 1,   /* started a view change to `view`; arg: PBFT_VC_* reason */
+    PBFT_TRACE_NEW_VIEW_SENT,     /* as the new primary, sent NEW-VIEW and entered `view` */
+    PBFT_TRACE_NEW_VIEW_ACCEPTED, /* accepted a NEW-VIEW and entered `view`; arg: its sender */
+    PBFT_TRACE_REJECT,            /* refused a VIEW-CHANGE or NEW-VIEW, and why */
+    PBFT_TRACE_CHECKPOINT,        /* checkpoint `seq` became stable */
+    PBFT_TRACE_STATE_START,       /* state transfer started at height `seq` */
+    PBFT_TRACE_STATE_DONE,        /* state transfer reached its target: height `seq` */
+    PBFT_TRACE_FIRST_COMMIT,      /* the first block committed in `view` (height `seq`) */
+    PBFT_TRACE_COMPLAINT,         /* complained about the primary of `view`; arg: reason */
 };
-typedef void (*pbft_trace_fn)(void *ctx, int kind, uint64_t view, uint64_t seq, const char *text);
+typedef void (*pbft_trace_fn)(void *ctx, int kind, uint64_t view, uint64_t seq, int arg,
+                              const char *text);
 void pbft_replica_set_trace(pbft_replica *r, pbft_trace_fn fn, void *ctx);
 
 /* Byzantine behaviour (consensus/byz.h). A replica with an adversary attached passes every

@@ -17,6 +17,7 @@
  *   p2p.max_msg_bytes        33554432 (32 MiB)        1024..67108864 (PBFT_MAX_MSG_BYTES)
  *   p2p.send_queue           1024                     1..1048576
  *   p2p.verify_workers       2                        1..64
+ *   p2p.twin_dial            "none"                   none | ID=tcp://host:port (testing only)
  *   rpc.listen               "http://127.0.0.1:26700" http://host:port, port 1..65535
  *   rpc.max_body_bytes       1048576 (1 MiB)          1024..67108864
  *   rpc.max_batch            100                      1..10000
@@ -26,9 +27,11 @@
  *   mempool.max_bytes        67108864 (64 MiB)        8192 (PBFT_MAX_TX_BYTES)..4294967295
  *   log.level                "info"                   debug | info | warn | error
  *   log.event_log            "data/events.jsonl"      1..511 bytes
+ *   log.event_log_max_bytes  67108864 (64 MiB)        4096..4294967295
  *   byzantine.mode           "honest"                 1..31 bytes (the node checks the name)
  *   byzantine.delay_ms       1500                     0..3600000
  *   byzantine.percent        50                       0..100
+ *   byzantine.options        "none"                   1..199 bytes (the node checks them)
  */
 #include "node/config.h"
 
@@ -336,7 +339,7 @@ static const char *addr_problem(const char *s, const char *scheme)
 /* ---- config.toml: the keys ---------------------------------------------------------------- */
 
 enum { T_STR, T_U32 };
-enum { S_PLAIN, S_ADDR_TCP, S_ADDR_HTTP, S_LOG_LEVEL };
+enum { S_PLAIN, S_ADDR_TCP, S_ADDR_HTTP, S_LOG_LEVEL, S_TWIN };
 
 typedef struct {
     const char *name; /* "section.key" */
@@ -368,6 +371,9 @@ static const key_desc KEYS[] = {
             "Largest peer frame sent or accepted, in bytes"),
     KEY_U32("p2p.send_queue", p2p_send_queue, 1, 1u << 20, "Frames queued for sending, per peer"),
     KEY_U32("p2p.verify_workers", p2p_verify_workers, 1, 64, "Signature verification threads"),
+    KEY_STR("p2p.twin_dial", p2p_twin_dial, S_TWIN,
+            "TESTING ONLY: \"ID=tcp://host:port\" also dials a twin of validator ID (frames "
+            "to ID then alternate between the two); \"none\" is normal"),
     KEY_STR("rpc.listen", rpc_listen, S_ADDR_HTTP, "JSON-RPC listen address, http://host:port"),
     KEY_U32("rpc.max_body_bytes", rpc_max_body_bytes, 1024, 64u << 20,
             "Largest HTTP request body, in bytes"),
@@ -381,13 +387,19 @@ static const key_desc KEYS[] = {
     KEY_U32("mempool.max_bytes", mempool_max_bytes, 8192, UINT32_MAX,
             "Total encoded bytes of held transactions"),
     KEY_STR("log.level", log_level, S_LOG_LEVEL, "Log level: debug, info, warn or error"),
-    KEY_STR("log.event_log", event_log, S_PLAIN, "JSON-lines event log file"),
+    KEY_STR("log.event_log", event_log, S_PLAIN,
+            "JSON-lines event log file, relative to the home directory"),
+    KEY_U32("log.event_log_max_bytes", event_log_max_bytes, 4096, UINT32_MAX,
+            "Event log size before it is rotated to FILE.1, in bytes"),
     KEY_STR("byzantine.mode", byz_mode, S_PLAIN,
             "Adversary mode, TESTING ONLY (needs --unsafe-byzantine); honest is normal"),
     KEY_U32("byzantine.delay_ms", byz_delay_ms, 0, 3600000,
             "slow-primary: delay added to each pre-prepare, in ms"),
     KEY_U32("byzantine.percent", byz_percent, 0, 100,
             "mutate/replay: share of messages affected, in percent"),
+    KEY_STR("byzantine.options", byz_options, S_PLAIN,
+            "More options as for --byzantine MODE:OPTIONS (at=, after=, peers=, factor=, "
+            "client=), or none"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -407,6 +419,7 @@ void config_defaults(node_config *c)
     c->p2p_max_msg_bytes = 32u << 20;
     c->p2p_send_queue = 1024;
     c->p2p_verify_workers = 2;
+    (void)snprintf(c->p2p_twin_dial, sizeof c->p2p_twin_dial, "%s", "none");
     (void)snprintf(c->rpc_listen, sizeof c->rpc_listen, "%s", "http://127.0.0.1:26700");
     c->rpc_max_body_bytes = 1u << 20;
     c->rpc_max_batch = 100;
@@ -416,11 +429,13 @@ void config_defaults(node_config *c)
     c->mempool_max_bytes = 64u << 20;
     (void)snprintf(c->log_level, sizeof c->log_level, "%s", "info");
     (void)snprintf(c->event_log, sizeof c->event_log, "%s", "data/events.jsonl");
+    c->event_log_max_bytes = 64u << 20;
     (void)snprintf(c->byz_mode, sizeof c->byz_mode, "%s", "honest");
     /* Just under the default 2000 ms view timeout, like the simulator's slow-primary runs:
      * slow enough to hurt, not slow enough to be voted out. */
     c->byz_delay_ms = 1500;
     c->byz_percent = 50; /* pbft_byz_config's documented default */
+    (void)snprintf(c->byz_options, sizeof c->byz_options, "%s", "none");
 }
 
 /* utf8_valid checks s is well-formed UTF-8 (no overlongs, surrogates or code points above
@@ -485,6 +500,18 @@ static int check_string(const key_desc *d, const char *s, char *why, size_t whyl
         scheme = "http://";
         problem = addr_problem(s, scheme);
         break;
+    case S_TWIN: {
+        if (strcmp(s, "none") == 0)
+            return 0;
+        size_t digits = strspn(s, "0123456789");
+        if (digits == 0 || digits > 2 || s[digits] != '=') {
+            set_err(why, whylen, "\"%s\" is neither none nor ID=tcp://host:port", s);
+            return -1;
+        }
+        scheme = "tcp://";
+        problem = addr_problem(s + digits + 1, scheme);
+        break;
+    }
     case S_LOG_LEVEL:
         for (size_t i = 0; i < sizeof LOG_LEVELS / sizeof LOG_LEVELS[0]; i++) {
             if (strcmp(s, LOG_LEVELS[i]) == 0) {
@@ -1756,6 +1783,8 @@ void genesis_to_pbft(const genesis *g, pbft_config *c)
     c->view_timeout_max_ms = g->view_timeout_max_ms;
     c->resend_ms = g->resend_ms;
     c->state_retry_ms = g->state_retry_ms;
+    /* Primary monitoring: a quarter of the view timeout (docs/protocol.md, section 7). */
+    c->monitor_ms = g->view_timeout_ms / 4;
     c->max_state_blocks = g->max_state_blocks;
 }
 

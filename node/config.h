@@ -36,6 +36,7 @@ typedef struct {
     uint32_t p2p_max_msg_bytes;       /* p2p.max_msg_bytes, default 32 MiB, <= PBFT_MAX_MSG_BYTES */
     uint32_t p2p_send_queue;          /* p2p.send_queue: frames queued per peer, default 1024 */
     uint32_t p2p_verify_workers;      /* p2p.verify_workers: signature threads, default 2 */
+    char p2p_twin_dial[CONFIG_ADDR_MAX + 4]; /* p2p.twin_dial: "none" or ID=tcp://host:port */
     /* [rpc] */
     char rpc_listen[CONFIG_ADDR_MAX]; /* rpc.listen, default "http://127.0.0.1:26700" */
     uint32_t rpc_max_body_bytes;      /* rpc.max_body_bytes, default 1 MiB */
@@ -48,10 +49,12 @@ typedef struct {
     /* [log] */
     char log_level[16];              /* log.level: "debug" | "info" | "warn" | "error" */
     char event_log[CONFIG_PATH_MAX]; /* log.event_log, default "data/events.jsonl" */
+    uint32_t event_log_max_bytes;    /* log.event_log_max_bytes, default 64 MiB */
     /* [byzantine] (testing only; refused without --unsafe-byzantine) */
     char byz_mode[32];     /* byzantine.mode, default "honest" */
     uint32_t byz_delay_ms; /* byzantine.delay_ms */
     uint32_t byz_percent;  /* byzantine.percent */
+    char byz_options[200]; /* byzantine.options: "none" or OPTION[:OPTION...] (--byzantine) */
 } node_config;
 
 /* config_defaults fills every field with its default. */

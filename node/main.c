@@ -305,8 +305,11 @@ static node *running;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    if (running != NULL)
+    if (running == NULL)
+        return;
+    if (sig == SIGUSR1)
+        node_request_byzantine(running);
+    else
         node_request_stop(running);
 }
 
@@ -317,15 +320,33 @@ static int cmd_start(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *v;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            puts("usage: pbftd start --home DIR [--log-level LEVEL]\n"
-                 "                   [--byzantine MODE[:DELAY_MS[:PERCENT]] --unsafe-byzantine]\n"
-                 "\n"
-                 "Runs the replica until SIGINT or SIGTERM. Logs go to stderr.\n"
-                 "--byzantine makes this replica faulty on purpose (testing only). Modes:\n"
-                 "  silent, equivocate, wrong-digest, bad-signature, replay, conflict-vc,\n"
-                 "  slow-primary (DELAY_MS: how long each pre-prepare is held), mutate\n"
-                 "  (PERCENT: share of votes with view or sequence +-1).\n"
-                 "The node refuses a Byzantine mode unless --unsafe-byzantine is also given.");
+            puts(
+                "usage: pbftd start --home DIR [--log-level LEVEL]\n"
+                "                   [--byzantine MODE[:OPTION...] --unsafe-byzantine\n"
+                "                    [--byzantine-armed]]\n"
+                "\n"
+                "Runs the replica until SIGINT or SIGTERM. Logs go to stderr.\n"
+                "--byzantine makes this replica faulty on purpose (testing only). Modes and\n"
+                "their options (OPTION is key=value; docs/operations.md has details):\n"
+                "  silent          sends nothing\n"
+                "  crash           at=any|preprepare|prepare|commit|checkpoint|viewchange|newview\n"
+                "                  after=N: the process exits at the Nth such message (default 1)\n"
+                "  equivocate      as primary, a different block to each half of the backups\n"
+                "  wrong-digest    votes for a digest that matches no block\n"
+                "  bad-signature   corrupts every signature\n"
+                "  replay          percent=P: re-sends old-view messages alongside its own\n"
+                "  slow-primary    delay_ms=D: holds each pre-prepare D ms (default 1500)\n"
+                "  selective       peers=1+2: sends only to these replicas (default: ids < n/2)\n"
+                "  conflict-vc     a different VIEW-CHANGE to half the replicas\n"
+                "  flood           factor=K: every message K more times, plus junk (default 8)\n"
+                "  censor          client=HEX: as primary, never proposes that client's\n"
+                "                  transactions (default: senders whose key's first byte is even)\n"
+                "  bogus-state     corrupts the blocks of its state-transfer replies\n"
+                "  mutate (off-by-one)  percent=P: view or sequence number +-1 on P% of votes\n"
+                "A bare number as the first option is delay_ms, as the second percent.\n"
+                "The node refuses a Byzantine mode unless --unsafe-byzantine is also given.\n"
+                "--byzantine-armed: behave honestly until SIGUSR1, then turn Byzantine (lets a\n"
+                "scenario runner choose the moment; the event log says when: byzantine_active).");
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--home")))
             o.home = v;
@@ -335,6 +356,8 @@ static int cmd_start(int argc, char **argv)
             o.log_level = v;
         else if (strcmp(argv[i], "--unsafe-byzantine") == 0)
             o.unsafe_byzantine = true;
+        else if (strcmp(argv[i], "--byzantine-armed") == 0)
+            o.byzantine_armed = true;
         else {
             fprintf(stderr, "pbftd start: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
@@ -357,6 +380,7 @@ static int cmd_start(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     node_run(n);
     log_msg(LOG_INFO, "stopping");
     node_close(n);

@@ -11,11 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "consensus/byz.h"
 #include "crypto/keys.h"
+#include "node/events.h"
 #include "node/ledger.h"
 #include "node/log.h"
+#include "node/metrics.h"
 #include "node/transport.h"
 #include "rpc/rpc.h"
 #include "storage/store.h"
@@ -29,6 +32,9 @@
 #define NODE_FRAME_BYTES (256u << 20)
 #define NODE_MAX_WORKERS 16
 #define NODE_MAX_DEPTH 64 /* EXECUTED feedback rounds per event */
+/* Submit times of transactions taken through this node's RPC, for the commit-latency
+ * histogram: a fixed table indexed by hash, where a newer entry overwrites an older one. */
+#define NODE_LAT_SLOTS 65536
 
 enum { EV_FRAME = 1, EV_REQUEST = 2 };
 
@@ -60,6 +66,11 @@ struct outframe {
     size_t n;
 };
 
+struct latslot {
+    uint64_t key; /* the first 8 bytes of the tx hash; 0 = empty */
+    uint64_t t_ms;
+};
+
 struct node {
     node_options opt;
     char home[CONFIG_PATH_MAX];
@@ -82,6 +93,7 @@ struct node {
                            cannot delay the protocol messages that commit them */
     struct ring vq;
     volatile sig_atomic_t stop_flag;
+    volatile sig_atomic_t byz_flag; /* SIGUSR1: activate the armed adversary */
     bool stop;
     pthread_t loop_th;
     pthread_t workers[NODE_MAX_WORKERS];
@@ -107,6 +119,20 @@ struct node {
     uint64_t durable_height; /* written to disk: what status reports */
     uint8_t durable_chain[32];
     uint8_t durable_app[32];
+
+    /* Observability (design section 8). The event log is written by the loop thread (and
+     * is thread-safe); the metrics below are guarded by mmu, which GET /metrics takes. */
+    evlog *ev;
+    pthread_mutex_t mmu;
+    mhist h_vc;           /* view change start -> new view entered */
+    mhist h_commit;       /* RPC submit -> commit, for transactions taken here */
+    mhist h_interval;     /* between consecutive committed blocks */
+    uint64_t vc_start_ms; /* start of the view change in progress; 0: none */
+    uint64_t last_commit_ms;
+    struct latslot *lat;    /* NODE_LAT_SLOTS */
+    uint64_t byz_reported;  /* Byzantine actions already in the event log */
+    uint64_t byz_report_ms; /* when they were last reported */
+    bool peer_up[PBFT_MAX_N];
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -227,6 +253,37 @@ static void queue_out(node *n, uint16_t to, uint64_t due, const uint8_t *p, size
 
 static void step_and_collect(node *n, const pbft_event *ev, int depth);
 
+static uint64_t lat_key(const pbft_digest *h)
+{
+    uint64_t k = pbft_get_u64(h->b);
+    return k != 0 ? k : 1;
+}
+
+/* observe_commit feeds the block-interval and commit-latency histograms. */
+static void observe_commit(node *n, const pbft_commit *c)
+{
+    uint64_t t = now_ms(n);
+    pbft_block b;
+    bool ok = pbft_block_decode(c->block.p, c->block.n, &b) == PBFT_OK;
+    pthread_mutex_lock(&n->mmu);
+    if (n->last_commit_ms != 0)
+        mhist_observe(&n->h_interval, (double)(t - n->last_commit_ms) / 1000.0);
+    n->last_commit_ms = t;
+    size_t off = 0;
+    pbft_span tx;
+    while (ok && n->lat != NULL && pbft_block_next_tx(&b, &off, &tx)) {
+        pbft_digest h;
+        pbft_tx_hash(tx.p, tx.n, &h);
+        uint64_t k = lat_key(&h);
+        struct latslot *sl = &n->lat[k % NODE_LAT_SLOTS];
+        if (sl->key == k) {
+            mhist_observe(&n->h_commit, (double)(t - sl->t_ms) / 1000.0);
+            sl->key = 0;
+        }
+    }
+    pthread_mutex_unlock(&n->mmu);
+}
+
 /* collect takes everything out of one output before the next call invalidates it. */
 static void collect(node *n, pbft_output *o, int depth)
 {
@@ -263,6 +320,7 @@ static void collect(node *n, pbft_output *o, int depth)
         const pbft_commit *c = &o->commits[i];
         if (ledger_execute(n->lg, c, n->batch, apps[i]) != STORE_OK)
             fatal(n, "execute", "the ledger could not read its state");
+        observe_commit(n, c);
         seqs[i] = c->seq;
         /* Reported only after the batch is durable (flush), so a height seen in status is
          * always readable through the block RPC. */
@@ -309,6 +367,7 @@ static void serve(node *n, const pbft_serve *sv)
         int rc = 0;
         if (want) {
             pbft_list cert = {b.cert_count, {b.cert, b.cert_n}};
+            (void)pbft_byz_corrupt_state(n->byz, b.block, b.block_n); /* testing only */
             rc = pbft_state_reply_add(&sr, (pbft_span){b.block, b.block_n}, &cert);
         }
         store_block_read_free(&b);
@@ -397,6 +456,8 @@ static void update_status(node *n)
     pthread_mutex_unlock(&n->mu);
 }
 
+static void observe_loop(node *n);
+
 static void *loop_main(void *arg)
 {
     node *n = arg;
@@ -416,7 +477,8 @@ static void *loop_main(void *arg)
                     wake = n->outs[i].due_ms;
             if (wake <= t)
                 break;
-            /* Sleep until the deadline, at most 100 ms (to notice a stop request). */
+            /* Sleep until the deadline, at most 100 ms: then one (idle) iteration runs, so a
+             * stop request, a peer's connection state and the status are noticed. */
             uint64_t ms = wake - t > 100 ? 100 : wake - t;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -424,6 +486,9 @@ static void *loop_main(void *arg)
             ts.tv_sec += (time_t)(ms / 1000) + ts.tv_nsec / 1000000000L;
             ts.tv_nsec %= 1000000000L;
             pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+            if (n->stop_flag)
+                n->stop = true;
+            break;
         }
         if (n->stop) {
             pthread_mutex_unlock(&n->mu);
@@ -483,6 +548,7 @@ static void *loop_main(void *arg)
         n->st_events += got;
         flush(n);
         update_status(n);
+        observe_loop(n);
         uint64_t t = now_ms(n);
         if (t - n->st_last_ms >= 5000) {
             log_msg(LOG_DEBUG,
@@ -533,8 +599,16 @@ int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
     if (ok)
         pthread_cond_signal(&n->cv);
     pthread_mutex_unlock(&n->mu);
-    if (!ok)
+    if (!ok) {
         free(e.p);
+    } else if (n->lat != NULL) {
+        pbft_digest h;
+        pbft_tx_hash(tx, len, &h);
+        uint64_t k = lat_key(&h);
+        pthread_mutex_lock(&n->mmu);
+        n->lat[k % NODE_LAT_SLOTS] = (struct latslot){k, now_ms(n)};
+        pthread_mutex_unlock(&n->mmu);
+    }
     if (!wait)
         return ok ? PBFT_REQ_ACCEPTED : PBFT_REQ_FULL;
     if (ok) {
@@ -619,6 +693,73 @@ size_t node_peers(node *n, node_peer *out, size_t max)
     return k;
 }
 
+static uint64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, rss = 0;
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return (uint64_t)rss * 4096u;
+}
+
+void node_metrics(node *n, mtext *t)
+{
+    node_status s;
+    node_status_get(n, &s);
+    mtext_metric(t, "pbft_height", "gauge", "Latest durable block height.", (double)s.height);
+    mtext_metric(t, "pbft_view", "gauge", "Current view.", (double)s.view);
+    mtext_metric(t, "pbft_primary", "gauge", "Replica id of the current view's primary.",
+                 (double)s.primary);
+    mtext_metric(t, "pbft_is_primary", "gauge", "1 if this replica is the current primary.",
+                 s.primary == s.id && !s.in_view_change ? 1 : 0);
+    mtext_metric(t, "pbft_view_change_in_progress", "gauge",
+                 "1 while this replica is changing views.", s.in_view_change ? 1 : 0);
+    mtext_family(t, "pbft_view_changes_total", "counter", "View changes started, by reason.");
+    for (int i = 0; i < PBFT_VC__COUNT; i++)
+        mtext_printf(t, "pbft_view_changes_total{reason=\"%s\"} %llu\n", pbft_vc_reason_name(i),
+                     (unsigned long long)s.stats.view_changes[i]);
+    mtext_family(t, "pbft_complaints_total", "counter",
+                 "Complaints this replica sent about a primary, by reason.");
+    for (int i = 0; i < PBFT_COMPLAINT__COUNT; i++)
+        mtext_printf(t, "pbft_complaints_total{reason=\"%s\"} %llu\n",
+                     pbft_complaint_reason_name(i), (unsigned long long)s.stats.complaints[i]);
+    mtext_metric(t, "pbft_committed_blocks_total", "counter", "Blocks committed and executed.",
+                 (double)s.stats.blocks_committed);
+    mtext_metric(t, "pbft_committed_txs_total", "counter", "Transactions committed.",
+                 (double)s.stats.txs_committed);
+    mtext_metric(t, "pbft_state_transfer_blocks_total", "counter",
+                 "Blocks obtained by state transfer.", (double)s.stats.state_transfers);
+    mtext_metric(t, "pbft_stable_checkpoint", "gauge", "Sequence number of the stable checkpoint.",
+                 (double)s.stable);
+    mtext_metric(t, "pbft_mempool_txs", "gauge", "Transactions held, not yet committed.",
+                 (double)s.pending);
+    mtext_family(t, "pbft_dropped_messages_total", "counter", "Peer messages dropped, by reason.");
+    for (int i = 0; i < PBFT_DROP__COUNT; i++)
+        mtext_printf(t, "pbft_dropped_messages_total{reason=\"%s\"} %llu\n", pbft_drop_name(i),
+                     (unsigned long long)s.stats.drops[i]);
+    mtext_metric(t, "pbft_dropped_queue_full_total", "counter",
+                 "Peer frames dropped because a node queue was full.", (double)s.dropped_queue);
+    mtext_metric(t, "pbft_peers", "gauge", "Other validators.", (double)(n->pc.n - 1));
+    mtext_metric(t, "pbft_peers_connected", "gauge", "Other validators with a connection up.",
+                 (double)s.peers_connected);
+    mtext_metric(t, "pbft_byzantine_actions_total", "counter",
+                 "Byzantine actions taken by this replica (testing only; 0 when honest).",
+                 (double)pbft_byz_actions(n->byz));
+    mtext_metric(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+                 (double)resident_bytes());
+    pthread_mutex_lock(&n->mmu);
+    mhist vc = n->h_vc, cl = n->h_commit, bi = n->h_interval;
+    pthread_mutex_unlock(&n->mmu);
+    mtext_hist(t, "pbft_view_change_duration_seconds",
+               "From starting a view change to entering the new view.", &vc);
+    mtext_hist(t, "pbft_commit_latency_seconds",
+               "From a transaction's RPC submission at this node to its commit here.", &cl);
+    mtext_hist(t, "pbft_block_interval_seconds", "Between consecutive committed blocks.", &bi);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 struct restore_ctx {
@@ -634,48 +775,209 @@ static int restore_one(void *ctx, const uint8_t key[PBFT_REC_KEY_BYTES], const u
     return pbft_replica_restore_record(rc->r, key, v, len) == 0 ? 0 : -1;
 }
 
-static void on_trace(void *ctx, int kind, uint64_t view, uint64_t seq, const char *text)
+/* on_trace turns the core's trace into log lines, event-log lines and view-change timing. */
+static void on_trace(void *ctx, int kind, uint64_t view, uint64_t seq, int arg, const char *text)
 {
     node *n = ctx;
-    (void)view, (void)seq;
     log_msg(kind == PBFT_TRACE_REJECT ? LOG_WARN : LOG_INFO, "replica %u: %s", n->pc.id, text);
+    const char *ev = NULL;
+    json_t *f = json_object();
+    switch (kind) {
+    case PBFT_TRACE_VIEW_CHANGE:
+        ev = "view_change_start";
+        json_object_set_new(f, "view", json_integer((json_int_t)view));
+        json_object_set_new(f, "reason", json_string(pbft_vc_reason_name(arg)));
+        json_object_set_new(f, "height", json_integer((json_int_t)seq));
+        pthread_mutex_lock(&n->mmu);
+        if (n->vc_start_ms == 0)
+            n->vc_start_ms = now_ms(n);
+        pthread_mutex_unlock(&n->mmu);
+        break;
+    case PBFT_TRACE_NEW_VIEW_SENT:
+    case PBFT_TRACE_NEW_VIEW_ACCEPTED:
+        ev = kind == PBFT_TRACE_NEW_VIEW_SENT ? "new_view_sent" : "new_view_accepted";
+        json_object_set_new(f, "view", json_integer((json_int_t)view));
+        if (kind == PBFT_TRACE_NEW_VIEW_ACCEPTED)
+            json_object_set_new(f, "from", json_integer(arg));
+        pthread_mutex_lock(&n->mmu);
+        if (n->vc_start_ms != 0) {
+            double d = (double)(now_ms(n) - n->vc_start_ms) / 1000.0;
+            mhist_observe(&n->h_vc, d);
+            json_object_set_new(f, "view_change_s", json_real(d));
+        }
+        n->vc_start_ms = 0;
+        pthread_mutex_unlock(&n->mmu);
+        break;
+    case PBFT_TRACE_FIRST_COMMIT:
+        ev = "first_commit_in_view";
+        json_object_set_new(f, "view", json_integer((json_int_t)view));
+        json_object_set_new(f, "height", json_integer((json_int_t)seq));
+        break;
+    case PBFT_TRACE_CHECKPOINT:
+        ev = "checkpoint_stable";
+        json_object_set_new(f, "seq", json_integer((json_int_t)seq));
+        break;
+    case PBFT_TRACE_STATE_START:
+    case PBFT_TRACE_STATE_DONE:
+        ev = kind == PBFT_TRACE_STATE_START ? "state_transfer_start" : "state_transfer_done";
+        json_object_set_new(f, "height", json_integer((json_int_t)seq));
+        break;
+    case PBFT_TRACE_COMPLAINT:
+        ev = "complaint_sent";
+        json_object_set_new(f, "view", json_integer((json_int_t)view));
+        json_object_set_new(f, "reason", json_string(pbft_complaint_reason_name(arg)));
+        break;
+    default:
+        ev = "rejected";
+        json_object_set_new(f, "view", json_integer((json_int_t)view));
+        break;
+    }
+    json_object_set_new(f, "text", json_string(text));
+    evlog_emit(n->ev, ev, f);
 }
 
+/* observe_loop reports, after each loop iteration, what the core does not trace: peers
+ * coming and going, and (at most once a second) the adversary's actions. */
+static void observe_loop(node *n)
+{
+    if (n->byz_flag && n->byz != NULL && !pbft_byz_active(n->byz)) {
+        pbft_byz_set_active(n->byz, true);
+        log_msg(LOG_WARN, "THIS REPLICA TURNS BYZANTINE NOW: mode=%s",
+                pbft_byz_mode_name(pbft_byz_mode(n->byz)));
+        json_t *f = json_object();
+        json_object_set_new(f, "mode", json_string(pbft_byz_mode_name(pbft_byz_mode(n->byz))));
+        json_object_set_new(f, "view", json_integer((json_int_t)pbft_replica_view(n->r)));
+        evlog_emit(n->ev, "byzantine_active", f);
+    }
+    for (uint16_t j = 0; j < n->pc.n && n->tp != NULL; j++) {
+        if (j == n->pc.id)
+            continue;
+        transport_peer_stats ps;
+        transport_peer_stats_get(n->tp, j, &ps);
+        bool up = ps.connected > 0;
+        if (up != n->peer_up[j]) {
+            n->peer_up[j] = up;
+            json_t *f = json_object();
+            json_object_set_new(f, "peer", json_integer(j));
+            evlog_emit(n->ev, up ? "peer_connected" : "peer_disconnected", f);
+        }
+    }
+    if (pbft_byz_crashed(n->byz)) {
+        log_msg(LOG_WARN, "THIS REPLICA CRASHES NOW, as its Byzantine mode asked");
+        evlog_emit(n->ev, "byzantine_crash", NULL);
+        _exit(3);
+    }
+    if (n->byz != NULL) {
+        uint64_t a = pbft_byz_actions(n->byz), t = now_ms(n);
+        if (a > n->byz_reported && (n->byz_reported == 0 || t - n->byz_report_ms >= 1000)) {
+            json_t *f = json_object();
+            json_object_set_new(f, "mode", json_string(pbft_byz_mode_name(pbft_byz_mode(n->byz))));
+            json_object_set_new(f, "actions", json_integer((json_int_t)a));
+            json_object_set_new(f, "new", json_integer((json_int_t)(a - n->byz_reported)));
+            evlog_emit(n->ev, "byzantine_action", f);
+            n->byz_reported = a;
+            n->byz_report_ms = t;
+        }
+    }
+}
+
+/* parse_byz reads MODE[:OPTION[:OPTION...]]. An option is key=value, or (the older form) a
+ * bare number: delay_ms first, then percent. docs/operations.md lists the keys. */
 static int parse_byz(const char *spec, pbft_byz_config *bc, char *err, size_t errlen)
 {
-    char mode[32];
+    static const struct {
+        const char *name;
+        uint8_t type;
+    } types[] = {{"any", 0},
+                 {"preprepare", PBFT_MSG_PREPREPARE},
+                 {"prepare", PBFT_MSG_PREPARE},
+                 {"commit", PBFT_MSG_COMMIT},
+                 {"checkpoint", PBFT_MSG_CHECKPOINT},
+                 {"viewchange", PBFT_MSG_VIEWCHANGE},
+                 {"newview", PBFT_MSG_NEWVIEW}};
+    char buf[256];
     memset(bc, 0, sizeof *bc);
-    const char *colon = strchr(spec, ':');
-    size_t ml = colon ? (size_t)(colon - spec) : strlen(spec);
-    if (ml == 0 || ml >= sizeof mode) {
-        snprintf(err, errlen, "--byzantine: expected MODE[:delay_ms[:percent]], got \"%s\"", spec);
+    if (strlen(spec) >= sizeof buf) {
+        snprintf(err, errlen, "--byzantine: longer than %zu characters", sizeof buf - 1);
         return -1;
     }
-    memcpy(mode, spec, ml);
-    mode[ml] = 0;
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    char *mode = strtok_r(buf, ":", &save);
+    if (mode == NULL) {
+        snprintf(err, errlen, "--byzantine: expected MODE[:OPTION...], got \"%s\"", spec);
+        return -1;
+    }
     bc->mode = pbft_byz_mode_parse(mode);
     if (bc->mode < 0) {
-        snprintf(err, errlen, "--byzantine: unknown mode \"%s\"", mode);
+        snprintf(err, errlen, "--byzantine: unknown mode \"%s\" (pbftd start --help lists them)",
+                 mode);
         return -1;
     }
-    if (colon) {
-        char *end;
-        unsigned long d = strtoul(colon + 1, &end, 10);
-        if (end == colon + 1 || d > 3600000) {
-            snprintf(err, errlen, "--byzantine: bad delay_ms in \"%s\"", spec);
-            return -1;
-        }
-        bc->delay_ms = (uint32_t)d;
-        if (*end == ':') {
-            unsigned long pc = strtoul(end + 1, &end, 10);
-            if (pc > 100) {
-                snprintf(err, errlen, "--byzantine: percent must be 0..100 in \"%s\"", spec);
+    int positional = 0;
+    for (char *opt = strtok_r(NULL, ":", &save); opt != NULL; opt = strtok_r(NULL, ":", &save)) {
+        char *eq = strchr(opt, '=');
+        const char *key = eq != NULL ? opt : (positional++ == 0 ? "delay_ms" : "percent");
+        const char *val = eq != NULL ? eq + 1 : opt;
+        if (eq != NULL)
+            *eq = 0;
+        char *end = NULL;
+        unsigned long long v = 0;
+        bool numeric =
+            strcmp(key, "at") != 0 && strcmp(key, "peers") != 0 && strcmp(key, "client") != 0;
+        if (numeric) {
+            v = strtoull(val, &end, 10);
+            if (end == val || *end != 0) {
+                snprintf(err, errlen, "--byzantine: %s: \"%s\" is not a number", key, val);
                 return -1;
             }
-            bc->percent = (uint32_t)pc;
         }
-        if (*end != 0) {
-            snprintf(err, errlen, "--byzantine: trailing characters in \"%s\"", spec);
+        if (strcmp(key, "delay_ms") == 0 && v <= 3600000) {
+            bc->delay_ms = (uint32_t)v;
+        } else if (strcmp(key, "percent") == 0 && v <= 100) {
+            bc->percent = (uint32_t)v;
+        } else if (strcmp(key, "after") == 0 && v >= 1 && v <= 1000000000) {
+            bc->crash_after = (uint32_t)v;
+        } else if (strcmp(key, "factor") == 0 && v >= 1 && v <= 1000) {
+            bc->factor = (uint32_t)v;
+        } else if (strcmp(key, "at") == 0) {
+            size_t k = 0;
+            while (k < sizeof types / sizeof types[0] && strcmp(types[k].name, val) != 0)
+                k++;
+            if (k == sizeof types / sizeof types[0]) {
+                snprintf(err, errlen,
+                         "--byzantine: at: \"%s\" is not one of any, preprepare, prepare, "
+                         "commit, checkpoint, viewchange, newview",
+                         val);
+                return -1;
+            }
+            bc->crash_type = types[k].type;
+        } else if (strcmp(key, "peers") == 0) {
+            char *pe = NULL;
+            for (const char *q = val; *q != 0; q = pe + (*pe == '+')) {
+                unsigned long id = strtoul(q, &pe, 10);
+                if (pe == q || id >= PBFT_MAX_N || (*pe != '+' && *pe != 0)) {
+                    snprintf(err, errlen,
+                             "--byzantine: peers: expected ids joined by +, got \"%s\"", val);
+                    return -1;
+                }
+                bc->peers |= 1ull << id;
+            }
+            if (bc->peers == 0) {
+                snprintf(err, errlen, "--byzantine: peers: empty");
+                return -1;
+            }
+        } else if (strcmp(key, "client") == 0) {
+            if (strlen(val) != 64 || keys_hex_decode(val, bc->censor_pk, 32) != KEYS_OK) {
+                snprintf(err, errlen, "--byzantine: client: expected a 64-hex-digit public key");
+                return -1;
+            }
+            bc->censor_set = true;
+        } else {
+            snprintf(err, errlen,
+                     "--byzantine: option \"%s=%s\" is unknown or out of range (delay_ms "
+                     "0..3600000, percent 0..100, at, after 1.., peers, factor 1..1000, client)",
+                     key, val);
             return -1;
         }
     }
@@ -694,6 +996,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     snprintf(n->home, sizeof n->home, "%s", o->home);
     clock_gettime(CLOCK_MONOTONIC, &n->t0);
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->mmu, NULL);
     pthread_cond_init(&n->cv, NULL);
     pthread_cond_init(&n->vcv, NULL);
     n->deadline = UINT64_MAX;
@@ -751,10 +1054,12 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
 
     /* Byzantine behaviour: testing only, and loudly. */
     const char *spec = o->byzantine;
-    char cfgspec[80];
+    char cfgspec[512];
     if (spec == NULL && strcmp(n->cfg.byz_mode, "honest") != 0) {
-        snprintf(cfgspec, sizeof cfgspec, "%s:%u:%u", n->cfg.byz_mode, n->cfg.byz_delay_ms,
-                 n->cfg.byz_percent);
+        snprintf(cfgspec, sizeof cfgspec, "%s:delay_ms=%u:percent=%u%s%s", n->cfg.byz_mode,
+                 n->cfg.byz_delay_ms, n->cfg.byz_percent,
+                 strcmp(n->cfg.byz_options, "none") != 0 ? ":" : "",
+                 strcmp(n->cfg.byz_options, "none") != 0 ? n->cfg.byz_options : "");
         spec = cfgspec;
     }
     if (spec != NULL) {
@@ -770,12 +1075,14 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
                 goto fail;
             }
             bc.seed = (uint64_t)id * 7919u + 1;
+            bc.armed = o->byzantine_armed;
             if (pbft_byz_new(&bc, &n->byz) != 0) {
                 snprintf(err, errlen, "--byzantine: invalid options");
                 goto fail;
             }
-            log_msg(LOG_WARN, "THIS REPLICA IS BYZANTINE: mode=%s delay_ms=%u percent=%u",
-                    pbft_byz_mode_name(bc.mode), bc.delay_ms, bc.percent);
+            log_msg(LOG_WARN, "THIS REPLICA IS BYZANTINE: mode=%s delay_ms=%u percent=%u%s",
+                    pbft_byz_mode_name(bc.mode), bc.delay_ms, bc.percent,
+                    bc.armed ? " (armed: honest until SIGUSR1)" : "");
         }
     }
 
@@ -786,6 +1093,14 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     uint8_t app[32];
     if (ledger_open(n->st, &n->gen, &n->lg, app, err, errlen) != STORE_OK)
         goto fail;
+    config_resolve(o->home, n->cfg.event_log, "", path, sizeof path);
+    if (evlog_open(path, n->cfg.event_log_max_bytes, (unsigned)id, &n->ev, err, errlen) != 0)
+        goto fail;
+    n->lat = calloc(NODE_LAT_SLOTS, sizeof *n->lat);
+    if (n->lat == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (pbft_replica_new(&n->pc, &n->r, err, errlen) != 0)
         goto fail;
     if (n->byz != NULL)
@@ -813,6 +1128,13 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     memcpy(n->durable_app, app, 32);
     log_msg(LOG_INFO, "replica %d of %u: recovered height %llu and %llu consensus records", id,
             n->gen.n, (unsigned long long)height, (unsigned long long)rc.n);
+    json_t *f = json_object();
+    json_object_set_new(f, "height", json_integer((json_int_t)height));
+    json_object_set_new(f, "view", json_integer((json_int_t)pbft_replica_view(n->r)));
+    json_object_set_new(f, "byzantine",
+                        n->byz != NULL ? json_string(pbft_byz_mode_name(pbft_byz_mode(n->byz)))
+                                       : json_null());
+    evlog_emit(n->ev, "node_start", f);
 
     n->batch = store_batch_new();
     n->q.cap = NODE_QUEUE;
@@ -834,6 +1156,19 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         tc.peers[i] = n->gen.validators[i].p2p_address;
     tc.n = n->gen.n;
     tc.self = n->pc.id;
+    if (strcmp(n->cfg.p2p_twin_dial, "none") != 0) {
+        unsigned long tid = strtoul(n->cfg.p2p_twin_dial, NULL, 10);
+        if (tid >= n->gen.n || tid == n->pc.id) {
+            snprintf(err, errlen,
+                     "%s/config/config.toml: p2p.twin_dial: validator %lu is not another "
+                     "validator of this %u-replica network",
+                     o->home, tid, n->gen.n);
+            goto fail;
+        }
+        tc.twin[tid] = strchr(n->cfg.p2p_twin_dial, '=') + 1;
+        log_msg(LOG_WARN, "TESTING: also dialling a twin of validator %lu at %s", tid,
+                tc.twin[tid]);
+    }
     tc.max_msg_bytes = n->cfg.p2p_max_msg_bytes;
     tc.send_queue = n->cfg.p2p_send_queue;
     tc.on_recv = on_recv;
@@ -880,6 +1215,11 @@ fail:
 void node_request_stop(node *n)
 {
     n->stop_flag = 1;
+}
+
+void node_request_byzantine(node *n)
+{
+    n->byz_flag = 1;
 }
 
 void node_run(node *n)
@@ -938,7 +1278,12 @@ void node_close(node *n)
     ledger_close(n->lg);
     store_close(n->st);
     genesis_free(&n->gen);
+    if (n->ev != NULL)
+        evlog_emit(n->ev, "node_stop", NULL);
+    evlog_close(n->ev);
+    free(n->lat);
     pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->mmu);
     pthread_cond_destroy(&n->cv);
     pthread_cond_destroy(&n->vcv);
     free(n);

@@ -29,6 +29,7 @@ typedef struct node node;
 typedef struct {
     const char *home;      /* the node home directory */
     bool unsafe_byzantine; /* allow a Byzantine mode (testing only) */
+    bool byzantine_armed;  /* start honest; node_request_byzantine turns the mode on */
     const char *byzantine; /* MODE[:delay_ms[:percent]] from the command line, or NULL */
     const char *log_level; /* overrides log.level when not NULL */
 } node_options;
@@ -42,6 +43,8 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen);
  * its flag) and then shuts everything down in order. */
 void node_run(node *n);
 void node_request_stop(node *n); /* async-signal-safe */
+/* node_request_byzantine activates an armed Byzantine mode (async-signal-safe; SIGUSR1). */
+void node_request_byzantine(node *n);
 void node_close(node *n);
 
 /* A snapshot of what RPC and logs report, taken by the loop thread after each iteration. */
@@ -82,6 +85,10 @@ typedef struct {
     bool connected;
     uint64_t sent, received, dropped;
 } node_peer;
+
+/* node_metrics appends the node's metrics in Prometheus text format (GET /metrics). */
+struct mtext;
+void node_metrics(node *n, struct mtext *t);
 
 /* node_peers fills out[0..max) with every other validator's state and returns the count. */
 size_t node_peers(node *n, node_peer *out, size_t max);

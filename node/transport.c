@@ -92,6 +92,11 @@ int transport_open(const transport_config *c, transport **out, char *err, size_t
             snprintf(err, errlen, "transport: cannot dial %s: %s", c->peers[i], nng_strerror(rv));
             goto fail;
         }
+        if (c->twin[i] != NULL &&
+            (rv = nng_dial(pe->sock, c->twin[i], NULL, NNG_FLAG_NONBLOCK)) != 0) {
+            snprintf(err, errlen, "transport: cannot dial %s: %s", c->twin[i], nng_strerror(rv));
+            goto fail;
+        }
     }
     if ((rv = nng_aio_alloc(&t->aio, recv_cb, t)) != 0) {
         snprintf(err, errlen, "transport: nng_aio_alloc: %s", nng_strerror(rv));

@@ -29,6 +29,8 @@ typedef void (*transport_recv_fn)(void *ctx, const uint8_t *p, size_t n);
 typedef struct {
     const char *listen;            /* tcp://host:port to listen on */
     const char *peers[PBFT_MAX_N]; /* tcp://host:port of every replica (self ignored) */
+    const char *twin[PBFT_MAX_N];  /* testing only: a second address dialled for a replica
+                                      (its twin); frames to it go to one or the other */
     uint16_t n;
     uint16_t self;
     uint32_t max_msg_bytes;

@@ -20,6 +20,7 @@
 
 #include "crypto/keys.h"
 #include "node/ledger.h"
+#include "node/metrics.h"
 #include "node/node.h"
 #include "storage/store.h"
 
@@ -561,6 +562,10 @@ static int m_consensus_state(struct node *n, json_t *params, json_t **result, in
     for (int v = 0; v < PBFT_VC__COUNT; v++)
         json_object_set_new(vcs, pbft_vc_reason_name(v), u64_json(s.stats.view_changes[v]));
     json_object_set_new(r, "view_changes", vcs);
+    json_t *cs = json_object();
+    for (int k = 0; k < PBFT_COMPLAINT__COUNT; k++)
+        json_object_set_new(cs, pbft_complaint_reason_name(k), u64_json(s.stats.complaints[k]));
+    json_object_set_new(r, "complaints_sent", cs);
     *result = r;
     return 0;
 }
@@ -666,6 +671,49 @@ static const struct {
     {"broadcast_tx_commit", m_broadcast_commit},
 };
 
+/* Requests by method and answer code, for GET /metrics. Per process (pbftd runs one node);
+ * the label sets are fixed, so the table is bounded whatever clients send. */
+#define N_METHODS (sizeof methods / sizeof methods[0])
+#define M_UNKNOWN N_METHODS       /* a method name we do not serve */
+#define M_INVALID (N_METHODS + 1) /* not a request at all: parse error, invalid request */
+static const int counted_codes[] = {0,      -32700, -32600, -32601, -32602, -32603,
+                                    -32001, -32002, -32003, -32004, -32005, -32006,
+                                    -32007, -32008, -32009, -32010, -32011};
+#define N_CODES (sizeof counted_codes / sizeof counted_codes[0])
+static uint64_t rpc_counts[N_METHODS + 2][N_CODES + 1]; /* last column: any other code */
+
+static void count_answer(size_t method, const json_t *resp)
+{
+    const json_t *e = json_object_get(resp, "error");
+    int code = e != NULL ? (int)json_integer_value(json_object_get(e, "code")) : 0;
+    size_t k = N_CODES;
+    for (size_t i = 0; i < N_CODES; i++)
+        if (counted_codes[i] == code)
+            k = i;
+    __atomic_fetch_add(&rpc_counts[method][k], 1, __ATOMIC_RELAXED);
+}
+
+static void rpc_metrics(mtext *t)
+{
+    mtext_family(t, "pbft_rpc_requests_total", "counter",
+                 "JSON-RPC requests answered, by method and code (0: a result).");
+    for (size_t m = 0; m < N_METHODS + 2; m++)
+        for (size_t k = 0; k <= N_CODES; k++) {
+            uint64_t v = __atomic_load_n(&rpc_counts[m][k], __ATOMIC_RELAXED);
+            if (v == 0)
+                continue;
+            const char *name = m < N_METHODS    ? methods[m].name
+                               : m == M_UNKNOWN ? "unknown"
+                                                : "invalid";
+            if (k < N_CODES)
+                mtext_printf(t, "pbft_rpc_requests_total{method=\"%s\",code=\"%d\"} %llu\n", name,
+                             counted_codes[k], (unsigned long long)v);
+            else
+                mtext_printf(t, "pbft_rpc_requests_total{method=\"%s\",code=\"other\"} %llu\n",
+                             name, (unsigned long long)v);
+        }
+}
+
 static json_t *error_obj(json_t *id, int code, const char *msg)
 {
     json_t *r = json_object();
@@ -719,8 +767,23 @@ static json_t *one_commit(struct node *n, struct call *c, json_t *id, json_t *pa
     return NULL;
 }
 
+static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t *method);
+
 /* one handles one request object; returns NULL for a notification (or a deferred reply). */
 static json_t *one(struct node *n, struct call *c, json_t *req)
+{
+    size_t method = M_INVALID;
+    json_t *resp = one_uncounted(n, c, req, &method);
+    /* A notification has no answer: counted as a result. A deferred commit counts when
+     * its wait begins. */
+    if (resp != NULL)
+        count_answer(method, resp);
+    else
+        __atomic_fetch_add(&rpc_counts[method][0], 1, __ATOMIC_RELAXED);
+    return resp;
+}
+
+static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t *method)
 {
     json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
     bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id) || json_is_null(id);
@@ -734,12 +797,15 @@ static json_t *one(struct node *n, struct call *c, json_t *req)
                          "Invalid Request: params must be an object "
                          "or an array");
     const char *name = json_string_value(json_object_get(req, "method"));
+    method_fn fn = NULL;
+    *method = M_UNKNOWN;
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strcmp(methods[i].name, name) == 0) {
+            fn = methods[i].fn;
+            *method = i;
+        }
     if (strcmp(name, "broadcast_tx_commit") == 0)
         return one_commit(n, c, id, params);
-    method_fn fn = NULL;
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (strcmp(methods[i].name, name) == 0)
-            fn = methods[i].fn;
     json_t *result = NULL;
     int code = 0;
     const char *msg = NULL;
@@ -766,15 +832,17 @@ static char *dispatch(struct node *n, struct call *c, const char *body, size_t l
     json_t *resp = NULL;
     if (req == NULL) {
         resp = error_obj(NULL, RPC_PARSE_ERROR, "Parse error");
+        count_answer(M_INVALID, resp);
     } else if (json_is_array(req)) {
         size_t nreq = json_array_size(req);
         size_t max = node_cfg(n)->rpc_max_batch;
         c->in_batch = true;
-        if (nreq == 0)
-            resp = error_obj(NULL, RPC_INVALID_REQUEST, "Invalid Request: empty batch");
-        else if (nreq > max)
-            resp = error_obj(NULL, RPC_INVALID_REQUEST, "Invalid Request: batch too large");
-        else {
+        if (nreq == 0 || nreq > max) {
+            resp = error_obj(NULL, RPC_INVALID_REQUEST,
+                             nreq == 0 ? "Invalid Request: empty batch"
+                                       : "Invalid Request: batch too large");
+            count_answer(M_INVALID, resp);
+        } else {
             resp = json_array();
             for (size_t i = 0; i < nreq; i++) {
                 json_t *r = one(n, c, json_array_get(req, i));
@@ -1055,6 +1123,20 @@ static void handle_health(nng_aio *aio)
     reply(aio, 200, "application/json", "{\"status\":\"ok\"}", 15);
 }
 
+/* GET /metrics: Prometheus text format 0.0.4 (docs/operations.md lists the metrics). */
+static void handle_metrics(nng_aio *aio)
+{
+    rpc_server *s = nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+    mtext t = {0};
+    node_metrics(s->n, &t);
+    rpc_metrics(&t);
+    if (t.err)
+        reply(aio, 500, "text/plain", "out of memory\n", 14);
+    else
+        reply(aio, 200, "text/plain; version=0.0.4; charset=utf-8", t.p, t.len);
+    mtext_free(&t);
+}
+
 int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1104,6 +1186,15 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
         (rv = nng_http_server_add_handler(s->srv, hh)) != 0) {
         snprintf(err, errlen, "rpc: handler: %s", nng_strerror(rv));
         nng_http_handler_free(hh);
+        goto fail;
+    }
+    nng_http_handler *hm = NULL;
+    if ((rv = nng_http_handler_alloc(&hm, "/metrics", handle_metrics)) != 0 ||
+        (rv = nng_http_handler_set_method(hm, "GET")) != 0 ||
+        (rv = nng_http_handler_set_data(hm, s, NULL)) != 0 ||
+        (rv = nng_http_server_add_handler(s->srv, hm)) != 0) {
+        snprintf(err, errlen, "rpc: handler: %s", nng_strerror(rv));
+        nng_http_handler_free(hm);
         goto fail;
     }
     if ((rv = nng_http_server_start(s->srv)) != 0) {

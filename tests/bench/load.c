@@ -41,7 +41,16 @@ static size_t ntx;
 static char **bodies;                   /* pre-built JSON batch bodies */
 static size_t *body_first, *body_count; /* tx index range of each body */
 static size_t nbodies;
-static const char *rpc_url = "http://127.0.0.1:26700";
+static const char *rpc_url = "http://127.0.0.1:26700"; /* control calls; senders' default */
+#define MAX_URLS 16
+static char *send_urls[MAX_URLS]; /* --rpc A,B,...: sender thread t uses send_urls[t % n] */
+static size_t nsend_urls;
+static char *follow_urls[MAX_URLS]; /* --follow: one follower per node (default: --rpc's first) */
+static size_t nfollow;
+static double *fcommit[MAX_URLS]; /* per follower: commit time of each tx, 0 = not seen */
+static int follow_id[MAX_URLS];   /* the followed node's id (status.node_id) */
+static atomic_int followers_stop;
+static _Thread_local const char *t_url; /* this thread's node; NULL: rpc_url */
 static struct timespec t0;
 static atomic_size_t committed;
 static atomic_int sending_done;
@@ -66,6 +75,7 @@ static void die(const char *msg)
 /* Each thread keeps one HTTP/1.1 connection open and reuses it, as wrk does; a request that
  * fails on a kept connection is retried once on a fresh one. */
 struct conn {
+    const char *for_url; /* the URL url/cl/c belong to */
     nng_url *url;
     nng_http_client *cl;
     nng_http_conn *c;
@@ -81,8 +91,15 @@ static void conn_close(struct conn *k)
 
 static int conn_open(struct conn *k)
 {
+    const char *want = t_url != NULL ? t_url : rpc_url;
+    if (k->url != NULL && k->for_url != want) { /* this thread now talks to another node */
+        nng_http_client_free(k->cl);
+        nng_url_free(k->url);
+        k->url = NULL;
+    }
+    k->for_url = want;
     if (k->url == NULL) {
-        if (nng_url_parse(&k->url, rpc_url) != 0)
+        if (nng_url_parse(&k->url, t_url != NULL ? t_url : rpc_url) != 0)
             die("bad --rpc");
         if (nng_http_client_alloc(&k->cl, k->url) != 0)
             die("nng allocation failed");
@@ -104,6 +121,8 @@ static int conn_open(struct conn *k)
 static char *post(const char *body, size_t len)
 {
     struct conn *k = &tconn;
+    if (k->c != NULL && k->for_url != (t_url != NULL ? t_url : rpc_url))
+        conn_close(k);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (k->c == NULL && conn_open(k) != 0)
             return NULL;
@@ -209,17 +228,23 @@ static uint64_t status_height(void)
 }
 
 static uint64_t start_height;
+static int cmp_double(const void *a, const void *b);
 
+/* follower f polls its node for new blocks and stamps when each transaction appears there.
+ * Follower 0 also counts the blocks and ends the run: when all transactions committed, or
+ * nothing new came for 20 s after the last send. The others stop with it. */
 static void *follower(void *arg)
 {
-    (void)arg;
+    size_t f = (size_t)(uintptr_t)arg;
+    t_url = follow_urls[f];
     uint64_t seen = start_height;
+    size_t mine = 0;
     double idle_since = -1;
-    while (atomic_load(&committed) < ntx) {
+    while (mine < ntx && !(f > 0 && atomic_load(&followers_stop))) {
         uint64_t h = status_height();
         double t = now_s();
         if (h <= seen) {
-            if (atomic_load(&sending_done)) {
+            if (atomic_load(&sending_done) && f == 0) {
                 if (idle_since < 0)
                     idle_since = t;
                 else if (t - idle_since > 20)
@@ -240,14 +265,20 @@ static void *follower(void *arg)
                 break;
             }
             json_t *arr = json_object_get(b, "txs");
-            block_count++;
-            block_txs_total += json_array_size(arr);
+            if (f == 0) {
+                block_count++;
+                block_txs_total += json_array_size(arr);
+            }
             for (size_t i = 0; i < json_array_size(arr); i++) {
                 pbft_digest d;
                 if (keys_hex_decode(json_string_value(json_array_get(arr, i)), d.b, 32) != 0)
                     continue;
                 struct txrec *r = find(&d);
-                if (r != NULL && r->commit == 0) {
+                if (r == NULL || fcommit[f][r - txs] != 0)
+                    continue;
+                fcommit[f][r - txs] = t;
+                mine++;
+                if (f == 0) {
                     r->commit = t;
                     atomic_fetch_add(&committed, 1);
                 }
@@ -256,7 +287,61 @@ static void *follower(void *arg)
         }
         seen = h;
     }
+    if (f == 0)
+        atomic_store(&followers_stop, 1);
     return NULL;
+}
+
+/* write_commits writes one line per (followed node, committed transaction): when that node
+ * was seen to commit it (Unix ms) and its submit-to-commit latency. */
+static void write_commits(const char *path, double t0_unix_ms)
+{
+    FILE *o = fopen(path, "w");
+    if (o == NULL)
+        die("cannot write --commits");
+    fprintf(o, "node,commit_unix_ms,latency_ms\n");
+    for (size_t f = 0; f < nfollow; f++)
+        for (size_t i = 0; i < ntx; i++)
+            if (fcommit[f][i] != 0)
+                fprintf(o, "%d,%.0f,%.1f\n", follow_id[f], t0_unix_ms + fcommit[f][i] * 1000,
+                        (fcommit[f][i] - txs[i].sent) * 1000);
+    fclose(o);
+}
+
+/* write_series writes, for every followed node and every second since the start, the
+ * transactions it committed in that second and their submit-to-commit latency. */
+static void write_series(const char *path, double t0_unix_ms)
+{
+    FILE *o = fopen(path, "w");
+    if (o == NULL)
+        die("cannot write --series");
+    fprintf(o, "second,unix_ms,node,txs,lat_mean_ms,lat_p99_ms\n");
+    double last = 0;
+    for (size_t f = 0; f < nfollow; f++)
+        for (size_t i = 0; i < ntx; i++)
+            if (fcommit[f][i] > last)
+                last = fcommit[f][i];
+    for (size_t f = 0; f < nfollow; f++)
+        for (long sec = 0; sec <= (long)last; sec++) {
+            double *l = malloc((ntx ? ntx : 1) * sizeof *l);
+            size_t k = 0;
+            double sum = 0;
+            for (size_t i = 0; i < ntx; i++) {
+                double c = fcommit[f][i];
+                if (c != 0 && (long)c == sec) {
+                    l[k] = (c - txs[i].sent) * 1000;
+                    sum += l[k++];
+                }
+            }
+            qsort(l, k, sizeof *l, cmp_double);
+            fprintf(o, "%ld,%.0f,%d,%zu,", sec, t0_unix_ms + (double)sec * 1000, follow_id[f], k);
+            if (k > 0)
+                fprintf(o, "%.1f,%.1f\n", sum / (double)k, l[(k * 99) / 100]);
+            else
+                fprintf(o, ",\n");
+            free(l);
+        }
+    fclose(o);
 }
 
 struct sender {
@@ -269,6 +354,8 @@ static size_t *owner_of; /* body -> sender thread */
 static void *sender_main(void *arg)
 {
     struct sender *s = arg;
+    if (nsend_urls > 0)
+        t_url = send_urls[s->id % nsend_urls];
     double next = now_s();
     for (size_t b = 0; b < nbodies; b++) {
         if (owner_of[b] != s->id)
@@ -327,20 +414,43 @@ static double verify_rate(void)
     return (double)n / el;
 }
 
+/* split_urls splits a comma-separated list into out[0..MAX_URLS); returns the count. */
+static size_t split_urls(const char *v, char **out)
+{
+    size_t k = 0;
+    char *copy = strdup(v);
+    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u != NULL && k < MAX_URLS;
+         u = strtok_r(NULL, ",", &save))
+        out[k++] = strdup(u);
+    free(copy);
+    if (k == 0)
+        die("an empty URL list");
+    return k;
+}
+
 int main(int argc, char **argv)
 {
-    const char *net = NULL;
+    const char *net = NULL, *series = NULL, *commits_out = NULL;
     size_t want = 20000, batch = 100, nacc = 64, nthreads = 4, n = 4;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
-            puts("usage: pbft-load --net DIR [--rpc URL] [--txs N] [--accounts A] [--batch B]\n"
-                 "                 [--threads T] [--rate TX_PER_S] [--n REPLICAS] [--ingest 1]\n"
+            puts("usage: pbft-load --net DIR [--rpc URL[,URL...]] [--txs N] [--accounts A]\n"
+                 "                 [--batch B] [--threads T] [--rate TX_PER_S] [--n REPLICAS]\n"
+                 "                 [--ingest 1] [--follow URL[,URL...]] [--series FILE]\n"
+                 "                 [--commits FILE]\n"
                  "Sends N pre-signed transfers from DIR/accounts/account{0..A-1}.json to URL in\n"
                  "JSON-RPC batches of B broadcast_tx_async calls from T threads, follows the\n"
                  "blocks, and prints one JSON line with throughput and latency.\n"
-                 "--ingest 1: measure only how fast the node accepts them (no commits).");
+                 "--ingest 1: measure only how fast the node accepts them (no commits).\n"
+                 "--rpc with several URLs: sender thread t sends to URL t mod count.\n"
+                 "--follow: follow each of these nodes' blocks (default: the first --rpc URL);\n"
+                 "the first one decides when the run ends and gives the printed figures.\n"
+                 "--series FILE: per second and followed node, a CSV line\n"
+                 "second,unix_ms,node,txs,lat_mean_ms,lat_p99_ms.\n"
+                 "--commits FILE: one line per followed node and committed transaction:\n"
+                 "node,commit_unix_ms,latency_ms (scripts/viewchange.sh buckets them).");
             return 0;
         }
         if (v == NULL)
@@ -348,7 +458,13 @@ int main(int argc, char **argv)
         if (strcmp(a, "--net") == 0)
             net = v;
         else if (strcmp(a, "--rpc") == 0)
-            rpc_url = v;
+            nsend_urls = split_urls(v, send_urls);
+        else if (strcmp(a, "--follow") == 0)
+            nfollow = split_urls(v, follow_urls);
+        else if (strcmp(a, "--series") == 0)
+            series = v;
+        else if (strcmp(a, "--commits") == 0)
+            commits_out = v;
         else if (strcmp(a, "--txs") == 0)
             want = strtoul(v, NULL, 10);
         else if (strcmp(a, "--accounts") == 0)
@@ -372,6 +488,19 @@ int main(int argc, char **argv)
         die("bad options (try --help)");
     if (keys_init() != 0)
         die("libsodium");
+    if (nsend_urls > 0)
+        rpc_url = send_urls[0];
+    if (nfollow == 0) {
+        follow_urls[0] = (char *)rpc_url;
+        nfollow = 1;
+    }
+    for (size_t f = 0; f < nfollow; f++) {
+        t_url = follow_urls[f];
+        json_t *fs = call("status", NULL);
+        follow_id[f] = fs != NULL ? (int)json_integer_value(json_object_get(fs, "node_id")) : -1;
+        json_decref(fs);
+    }
+    t_url = NULL;
     double vps = verify_rate();
 
     json_t *st = call("status", NULL);
@@ -486,8 +615,14 @@ int main(int argc, char **argv)
                (double)nbodies / el, (double)atomic_load(&accepted) / el, vps, cores);
         return atomic_load(&refused) == 0 ? 0 : 1;
     }
-    pthread_t fol;
-    pthread_create(&fol, NULL, follower, NULL);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    double t0_unix_ms = (double)wall.tv_sec * 1000 + (double)wall.tv_nsec / 1e6;
+    pthread_t fol[MAX_URLS];
+    for (size_t f = 0; f < nfollow; f++) {
+        fcommit[f] = calloc(ntx, sizeof *fcommit[f]);
+        pthread_create(&fol[f], NULL, follower, (void *)(uintptr_t)f);
+    }
     pthread_t th[MAX_THREADS];
     struct sender sd[MAX_THREADS];
     for (size_t t = 0; t < nthreads; t++) {
@@ -499,7 +634,12 @@ int main(int argc, char **argv)
         pthread_join(th[t], NULL);
     double send_end = now_s();
     atomic_store(&sending_done, 1);
-    pthread_join(fol, NULL);
+    for (size_t f = 0; f < nfollow; f++)
+        pthread_join(fol[f], NULL);
+    if (series != NULL)
+        write_series(series, t0_unix_ms);
+    if (commits_out != NULL)
+        write_commits(commits_out, t0_unix_ms);
 
     size_t done = atomic_load(&committed);
     double *lat = malloc((done ? done : 1) * sizeof *lat);

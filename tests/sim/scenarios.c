@@ -36,6 +36,7 @@ void sim_random_options(uint16_t n, uint64_t seed, sim_options *o, sim_random_pl
     o->core.block_interval_ms = 5;
     o->core.view_timeout_ms = (uint32_t)sim_rng_range(&g, 500, 1000);
     o->core.view_timeout_max_ms = o->core.view_timeout_ms * 8;
+    o->core.monitor_ms = o->core.view_timeout_ms / 4;
     o->core.resend_ms = 200;
     o->core.state_retry_ms = (uint32_t)sim_rng_range(&g, 300, 800);
     o->core.max_state_blocks = (uint32_t)sim_rng_range(&g, 2, 8);
@@ -241,6 +242,8 @@ static void honest_stats_sum(sim *s, pbft_stats *sum)
             sum->drops[k] += st.drops[k];
         for (int k = 0; k < PBFT_VC__COUNT; k++)
             sum->view_changes[k] += st.view_changes[k];
+        for (int k = 0; k < PBFT_COMPLAINT__COUNT; k++)
+            sum->complaints[k] += st.complaints[k];
         sum->state_transfers += st.state_transfers;
         sum->blocks_committed += st.blocks_committed;
         sum->txs_committed += st.txs_committed;
@@ -288,6 +291,88 @@ static int sc_silent_primary(uint64_t seed, bool verbose)
                pbft_replica_view(sim_node_replica(s, 2)), pbft_replica_view(sim_node_replica(s, 3)),
                vc_total(&sum));
     sim_free(s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * slow-primary-replaced: replica 0 holds every pre-prepare 95% of the view timeout, which
+ * the request timer alone never catches (every block commits in time). Primary monitoring
+ * must replace it: the honest replicas change view on complaints and commit everything.
+ * -------------------------------------------------------------------------------------*/
+static int sc_slow_primary_replaced(uint64_t seed, bool verbose)
+{
+    const char *name = "slow-primary-replaced";
+    sim_options o;
+    sim_options_defaults(&o, 4, seed);
+    o.verbose = verbose;
+    o.txs_total = 40;
+    o.submit_end_ms = 4000;
+    o.submit_to_backups = true; /* monitoring watches what reaches backups */
+    sim *s = make_sim(&o, name);
+    if (!s)
+        return 1;
+    int rc =
+        check(sim_set_byz(s, 0, PBFT_BYZ_SLOW_PRIMARY, o.core.view_timeout_ms * 95 / 100, 0) == 0,
+              name, "sim_set_byz");
+    int st = sim_run(s);
+    rc |= expect_live(s, st, name);
+    pbft_stats sum;
+    honest_stats_sum(s, &sum);
+    rc |= check(sum.view_changes[PBFT_VC_COMPLAINTS] > 0, name,
+                "no honest replica changed view on complaints");
+    rc |= check(sum.complaints[PBFT_COMPLAINT_SLOW] > 0, name, "no slow complaint was sent");
+    for (int i = 1; i < 4 && rc == 0; i++) {
+        const pbft_replica *r = sim_node_replica(s, i);
+        rc |= check(r && pbft_replica_primary(r) != 0, name, "replica 0 is still the primary");
+        /* One view change: the correct primary of view 1 must not draw complaints too. */
+        rc |= check(r && pbft_replica_view(r) == 1, name, "not exactly one view change");
+    }
+    if (rc == 0)
+        printf("ok scenario %s: %u txs committed; %" PRIu64 " slow complaints, %" PRIu64
+               " view changes on complaints, view %" PRIu64 "\n",
+               name, sim_txs_submitted(s), sum.complaints[PBFT_COMPLAINT_SLOW],
+               sum.view_changes[PBFT_VC_COMPLAINTS], pbft_replica_view(sim_node_replica(s, 1)));
+    sim_free(s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * correct-primary-kept: the negative side of monitoring. All replicas are correct; message
+ * delays up to 40 ms and bursts of requests that fill blocks. No complaint may be sent and
+ * no view may change (n=4 and n=7).
+ * -------------------------------------------------------------------------------------*/
+static int sc_correct_primary_kept(uint64_t seed, bool verbose)
+{
+    const char *name = "correct-primary-kept";
+    int rc = 0;
+    for (uint16_t n = 4; n <= 7 && rc == 0; n += 3) {
+        sim_options o;
+        sim_options_defaults(&o, n, seed + n);
+        o.verbose = verbose;
+        o.delay_min_ms = 1;
+        o.delay_max_ms = 40;
+        o.n_clients = 4;
+        o.txs_total = 200;
+        o.submit_end_ms = 5000;
+        o.submit_gap_min_ms = 5;
+        o.submit_gap_max_ms = 150;
+        o.submit_burst_max = 12;
+        sim *s = make_sim(&o, name);
+        if (!s)
+            return 1;
+        int st = sim_run(s);
+        rc |= expect_live(s, st, name);
+        pbft_stats sum;
+        honest_stats_sum(s, &sum);
+        uint64_t complaints =
+            sum.complaints[PBFT_COMPLAINT_SLOW] + sum.complaints[PBFT_COMPLAINT_UNFAIR];
+        rc |= check(complaints == 0, name, "a correct primary drew complaints");
+        rc |= check(vc_total(&sum) == 0, name, "a view changed under a correct primary");
+        if (rc == 0)
+            printf("ok scenario %s: n=%u, %u txs committed, 0 complaints, view 0\n", name, n,
+                   sim_txs_submitted(s));
+        sim_free(s);
+    }
     return rc;
 }
 
@@ -669,6 +754,11 @@ static int sc_replay_determinism(uint64_t seed, bool verbose)
 static const sim_scenario scenarios[] = {
     {"silent-primary", "replica 0 is silent: the others change view and commit everything",
      sc_silent_primary},
+    {"slow-primary-replaced",
+     "replica 0 holds pre-prepares just under the timeout: complaints replace it",
+     sc_slow_primary_replaced},
+    {"correct-primary-kept", "all correct, delays and bursts: no complaint, no view change",
+     sc_correct_primary_kept},
     {"primary-crash-after-prepare",
      "a block prepared in view 0 survives the primary's crash with the same digest",
      sc_primary_crash_after_prepare},

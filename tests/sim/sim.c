@@ -384,9 +384,9 @@ static void fail(sim *s, int cls, const char *fmt, ...)
 
 static const char *msg_type_name(uint8_t t)
 {
-    static const char *names[] = {"?",          "PREPREPARE", "PREPARE", "COMMIT",
-                                  "CHECKPOINT", "VIEWCHANGE", "NEWVIEW", "STATE_REQ",
-                                  "STATE_REP",  "REQUEST"};
+    static const char *names[] = {"?",          "PREPREPARE", "PREPARE",  "COMMIT",
+                                  "CHECKPOINT", "VIEWCHANGE", "NEWVIEW",  "STATE_REQ",
+                                  "STATE_REP",  "REQUEST",    "COMPLAINT"};
     return t <= PBFT_MSG__MAX ? names[t] : "?";
 }
 
@@ -992,7 +992,16 @@ static void serve(sim *s, int node, const pbft_serve *sv)
             break;
         pbft_list cert = {.count = b->cert_count, .region = {.p = b->cert, .n = b->cert_n}};
         pbft_span blk = {.p = b->block, .n = b->block_n};
-        if (pbft_state_reply_add(&sr, blk, &cert) != 0)
+        uint8_t *bogus = NULL;
+        if (nd->byz != NULL && pbft_byz_mode(nd->byz) == PBFT_BYZ_BOGUS_STATE &&
+            (bogus = malloc(b->block_n)) != NULL) {
+            memcpy(bogus, b->block, b->block_n);
+            pbft_byz_corrupt_state(nd->byz, bogus, b->block_n);
+            blk.p = bogus;
+        }
+        int added = pbft_state_reply_add(&sr, blk, &cert);
+        free(bogus);
+        if (added != 0)
             break;
         bytes += sz;
         count++;
@@ -1171,6 +1180,8 @@ static void stats_add(pbft_stats *acc, const pbft_stats *st)
         acc->drops[i] += st->drops[i];
     for (int i = 0; i < PBFT_VC__COUNT; i++)
         acc->view_changes[i] += st->view_changes[i];
+    for (int i = 0; i < PBFT_COMPLAINT__COUNT; i++)
+        acc->complaints[i] += st->complaints[i];
     acc->blocks_committed += st->blocks_committed;
     acc->txs_committed += st->txs_committed;
     acc->state_transfers += st->state_transfers;
@@ -1264,6 +1275,20 @@ static int pick_target(sim *s, uint8_t group)
             cand[nc++] = i;
     if (nc == 0)
         return -1;
+    if (s->o.submit_to_backups) {
+        /* Any replica but the primary as an honest replica sees it. */
+        uint16_t prim = UINT16_MAX;
+        for (int i = 0; i < s->nnodes && prim == UINT16_MAX; i++)
+            if (s->nodes[i].r && s->nodes[i].honest)
+                prim = pbft_replica_primary(s->nodes[i].r);
+        int k = 0;
+        for (int j = 0; j < nc; j++)
+            if (s->nodes[cand[j]].id != prim)
+                cand[k++] = cand[j];
+        if (k > 0)
+            nc = k;
+        return cand[sim_rng_below(&s->rng, (uint64_t)nc)];
+    }
     if (sim_rng_below(&s->rng, 4) != 0) {
         int hon[SIM_MAX_NODES];
         int nh = 0;
@@ -1390,6 +1415,7 @@ void sim_options_defaults(sim_options *o, uint16_t n, uint64_t seed)
     o->core.block_interval_ms = 5;
     o->core.view_timeout_ms = 800;
     o->core.view_timeout_max_ms = 6400;
+    o->core.monitor_ms = 200; /* a quarter of the view timeout, as pbftd derives it */
     o->core.resend_ms = 200;
     o->core.state_retry_ms = 500;
     o->core.max_state_blocks = 8;
@@ -1570,7 +1596,9 @@ int sim_set_byz(sim *s, int node, int mode, uint32_t delay_ms, uint32_t percent)
     pbft_byz_config bc = {.mode = mode,
                           .seed = sim_mix64(s->o.seed ^ ((uint64_t)0xb12a << 32) ^ (uint64_t)node),
                           .delay_ms = delay_ms,
-                          .percent = percent};
+                          .percent = percent,
+                          .factor = 2, /* FLOOD: enough to exercise it, cheap to simulate */
+                          .crash_after = 3};
     pbft_byz *b = NULL;
     if (pbft_byz_new(&bc, &b) != 0)
         return -1;
@@ -2038,15 +2066,18 @@ void sim_get_totals(const sim *s, sim_totals *t)
     *t = s->tot;
     t->sim_ms = s->now;
     t->view_changes = 0;
+    t->vc_complaints = 0;
     t->byz_actions = 0;
     t->sig_verifies = 0;
     for (int i = 0; i < s->nnodes; i++) {
         pbft_stats st;
         sim_node_stats(s, i, &st);
         t->sig_verifies += st.sig_verifies;
-        if (s->nodes[i].honest)
+        if (s->nodes[i].honest) {
             for (int k = 0; k < PBFT_VC__COUNT; k++)
                 t->view_changes += st.view_changes[k];
+            t->vc_complaints += st.view_changes[PBFT_VC_COMPLAINTS];
+        }
         if (s->nodes[i].byz)
             t->byz_actions += pbft_byz_actions(s->nodes[i].byz);
     }

@@ -97,6 +97,7 @@ typedef struct {
     uint32_t submit_gap_max_ms;
     uint32_t submit_burst_max; /* each submission sends 1..this many transactions at once */
     uint32_t client_retry_ms;
+    bool submit_to_backups;   /* clients never submit to the current primary (monitoring) */
     bool clients_preverified; /* requests arrive with preverified = true (benchmark feeder) */
 
     /* Faults heal at heal_ms (drop/dup to 0, every link open; UINT64_MAX: only when a hook
@@ -140,6 +141,7 @@ typedef struct {
     uint64_t txs_committed;
     uint64_t dup_tx_commits; /* a transaction committed again at a node that had it */
     uint64_t view_changes;   /* sum of honest stats.view_changes (across restarts) */
+    uint64_t vc_complaints;  /* of which: on f+1 complaints (primary monitoring) */
     uint64_t crashes;
     uint64_t restarts;
     uint64_t byz_actions;

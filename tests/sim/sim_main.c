@@ -122,6 +122,7 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         sim_get_totals(s, &t);
         sum.commits += t.commits;
         sum.view_changes += t.view_changes;
+        sum.vc_complaints += t.vc_complaints;
         sum.crashes += t.crashes;
         sum.byz_actions += t.byz_actions;
         sum.sim_ms += t.sim_ms;
@@ -166,11 +167,12 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         printf("wall per run: passing %.3f s, failing %.3f s\n",
                passed ? pass_s / (double)passed : 0.0, failed ? fail_s / (double)failed : 0.0);
     printf("totals: n=%u seeds=%" PRIu64 "..%" PRIu64 " commits=%" PRIu64 " view_changes=%" PRIu64
-           " crashes=%" PRIu64 " byzantine_actions=%" PRIu64 " duplicate_tx_commits=%" PRIu64
-           " events=%" PRIu64 " simulated_s=%.1f wall_s=%.2f seeds_per_s=%.2f "
+           " (on_complaints=%" PRIu64 ") crashes=%" PRIu64 " byzantine_actions=%" PRIu64
+           " duplicate_tx_commits=%" PRIu64 " events=%" PRIu64
+           " simulated_s=%.1f wall_s=%.2f seeds_per_s=%.2f "
            "liveness_bound_s=%u\n",
-           n, seed, seed + count - 1, sum.commits, sum.view_changes, sum.crashes, sum.byz_actions,
-           sum.dup_tx_commits, sum.events, (double)sum.sim_ms / 1000.0, wall,
+           n, seed, seed + count - 1, sum.commits, sum.view_changes, sum.vc_complaints, sum.crashes,
+           sum.byz_actions, sum.dup_tx_commits, sum.events, (double)sum.sim_ms / 1000.0, wall,
            wall > 0 ? (double)count / wall : 0.0, SIM_LIVENESS_BOUND_MS / 1000);
     return failed ? 1 : 0;
 }

@@ -222,6 +222,7 @@ enum {
     CAT_SREQ_DIGEST,
     CAT_SREP,
     CAT_REQUEST,
+    CAT_COMPLAINT,
     CAT__COUNT
 };
 
@@ -302,6 +303,13 @@ static uint16_t build_frame(int which, pbft_wbuf *w)
         pbft_msg_end(w, start, F.chain, F.sk[sender]);
         break;
     }
+    case CAT_COMPLAINT:
+        sender = 3;
+        start = pbft_msg_begin(w, PBFT_MSG_COMPLAINT, sender);
+        pbft_put_u64(w, 12);
+        pbft_put_u8(w, 1);
+        pbft_msg_end(w, start, F.chain, F.sk[sender]);
+        break;
     default:
         fail();
     }
@@ -313,7 +321,7 @@ static uint16_t build_frame(int which, pbft_wbuf *w)
 static const uint8_t cat_type[CAT__COUNT] = {
     PBFT_MSG_PREPREPARE, PBFT_MSG_PREPREPARE, PBFT_MSG_PREPARE, PBFT_MSG_COMMIT,
     PBFT_MSG_CHECKPOINT, PBFT_MSG_VIEWCHANGE, PBFT_MSG_NEWVIEW, PBFT_MSG_STATE_REQ,
-    PBFT_MSG_STATE_REQ,  PBFT_MSG_STATE_REP,  PBFT_MSG_REQUEST,
+    PBFT_MSG_STATE_REQ,  PBFT_MSG_STATE_REP,  PBFT_MSG_REQUEST, PBFT_MSG_COMPLAINT,
 };
 
 /* What a byte string is decoded as. */
@@ -1169,6 +1177,26 @@ static void test_frame_request_roundtrip_identical(void **state)
     pbft_wbuf_free(&w);
 }
 
+/* COMPLAINT: view and reason; a reason the protocol does not define is refused. */
+static void test_frame_complaint_roundtrip_and_unknown_reason(void **state)
+{
+    (void)state;
+    pbft_wbuf w;
+    pbft_env e;
+    pbft_complaint_msg c;
+    uint16_t sender = build_frame(CAT_COMPLAINT, &w);
+    decode_frame(&w, PBFT_MSG_COMPLAINT, sender, &e);
+    assert_int_equal(pbft_complaint_decode(e.body, &c), PBFT_OK);
+    assert_int_equal(c.view, 12);
+    assert_int_equal(c.reason, 1);
+    uint8_t body[9];
+    memcpy(body, e.body.p, 9);
+    body[8] = PBFT_COMPLAINT_REASONS;
+    assert_int_equal(pbft_complaint_decode((pbft_span){body, 9}, &c), PBFT_E_NONCANONICAL);
+    assert_int_equal(pbft_body_check(PBFT_MSG_COMPLAINT, (pbft_span){body, 8}), PBFT_E_TRUNCATED);
+    pbft_wbuf_free(&w);
+}
+
 /* ---- frames: truncation, extension, corruption -------------------------------------- */
 
 /* Every proper prefix of every frame, and of its embedded (attachment-less) form, is
@@ -1870,6 +1898,7 @@ int main(void)
         cmocka_unit_test(test_frame_state_req_roundtrip_identical),
         cmocka_unit_test(test_frame_state_rep_roundtrip_identical),
         cmocka_unit_test(test_frame_request_roundtrip_identical),
+        cmocka_unit_test(test_frame_complaint_roundtrip_and_unknown_reason),
         cmocka_unit_test(test_frame_truncated_or_extended_rejected),
         cmocka_unit_test(test_frame_any_byte_flipped_rejected),
         cmocka_unit_test(test_frame_random_mutations_never_crash),

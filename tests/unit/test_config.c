@@ -167,6 +167,7 @@ static void assert_config_equal(const node_config *a, const node_config *b)
     assert_int_equal(a->p2p_max_msg_bytes, b->p2p_max_msg_bytes);
     assert_int_equal(a->p2p_send_queue, b->p2p_send_queue);
     assert_int_equal(a->p2p_verify_workers, b->p2p_verify_workers);
+    assert_string_equal(a->p2p_twin_dial, b->p2p_twin_dial);
     assert_string_equal(a->rpc_listen, b->rpc_listen);
     assert_int_equal(a->rpc_max_body_bytes, b->rpc_max_body_bytes);
     assert_int_equal(a->rpc_max_batch, b->rpc_max_batch);
@@ -176,9 +177,11 @@ static void assert_config_equal(const node_config *a, const node_config *b)
     assert_int_equal(a->mempool_max_bytes, b->mempool_max_bytes);
     assert_string_equal(a->log_level, b->log_level);
     assert_string_equal(a->event_log, b->event_log);
+    assert_int_equal(a->event_log_max_bytes, b->event_log_max_bytes);
     assert_string_equal(a->byz_mode, b->byz_mode);
     assert_int_equal(a->byz_delay_ms, b->byz_delay_ms);
     assert_int_equal(a->byz_percent, b->byz_percent);
+    assert_string_equal(a->byz_options, b->byz_options);
 }
 
 static const char FULL_TOML[] =
@@ -194,6 +197,7 @@ static const char FULL_TOML[] =
     "max_msg_bytes = 1_048_576\n"
     "send_queue = +4096\n"
     "verify_workers = 8\n"
+    "twin_dial = \"2=tcp://127.0.0.1:9\"\n"
     "[rpc]\r\n"
     "listen = \"http://[::1]:65535\"\r\n"
     "max_body_bytes = 2048\n"
@@ -206,6 +210,7 @@ static const char FULL_TOML[] =
     "[log]\n"
     "level = \"debug\"\n"
     "event_log = \"ev.jsonl\"\n"
+    "event_log_max_bytes = 4096\n"
     "[byzantine]\n"
     "mode = \"slow-primary\"\n"
     "delay_ms = 0\n"
@@ -224,6 +229,7 @@ static void test_config_full_file_parses_expected_values(void **state)
     assert_int_equal(c.p2p_max_msg_bytes, 1048576);
     assert_int_equal(c.p2p_send_queue, 4096);
     assert_int_equal(c.p2p_verify_workers, 8);
+    assert_string_equal(c.p2p_twin_dial, "2=tcp://127.0.0.1:9");
     assert_string_equal(c.rpc_listen, "http://[::1]:65535");
     assert_int_equal(c.rpc_max_body_bytes, 2048);
     assert_int_equal(c.rpc_max_batch, 10000);
@@ -233,6 +239,7 @@ static void test_config_full_file_parses_expected_values(void **state)
     assert_int_equal(c.mempool_max_bytes, 4294967295u);
     assert_string_equal(c.log_level, "debug");
     assert_string_equal(c.event_log, "ev.jsonl");
+    assert_int_equal(c.event_log_max_bytes, 4096);
     assert_string_equal(c.byz_mode, "slow-primary");
     assert_int_equal(c.byz_delay_ms, 0);
     assert_int_equal(c.byz_percent, 100);
@@ -251,6 +258,7 @@ static void test_config_absent_keys_keep_defaults(void **state)
     assert_int_equal(def.p2p_max_msg_bytes, 32u << 20);
     assert_int_equal(def.p2p_send_queue, 1024);
     assert_int_equal(def.p2p_verify_workers, 2);
+    assert_string_equal(def.p2p_twin_dial, "none");
     assert_string_equal(def.rpc_listen, "http://127.0.0.1:26700");
     assert_int_equal(def.rpc_max_body_bytes, 1u << 20);
     assert_int_equal(def.rpc_max_batch, 100);
@@ -317,12 +325,27 @@ static void test_config_write_round_trip_equal(void **state)
     /* Every key is listed, each after a comment giving its default and range. */
     size_t len;
     char *text = read_text(path, &len);
-    static const char *const keys[] = {
-        "moniker",       "key_file",        "data_dir",          "listen",
-        "max_msg_bytes", "send_queue",      "verify_workers",    "max_body_bytes",
-        "max_batch",     "max_connections", "commit_timeout_ms", "max_txs",
-        "max_bytes",     "level",           "event_log",         "mode",
-        "delay_ms",      "percent"};
+    static const char *const keys[] = {"moniker",
+                                       "key_file",
+                                       "data_dir",
+                                       "listen",
+                                       "max_msg_bytes",
+                                       "send_queue",
+                                       "verify_workers",
+                                       "max_body_bytes",
+                                       "max_batch",
+                                       "max_connections",
+                                       "commit_timeout_ms",
+                                       "max_txs",
+                                       "max_bytes",
+                                       "level",
+                                       "event_log",
+                                       "mode",
+                                       "delay_ms",
+                                       "percent",
+                                       "event_log_max_bytes",
+                                       "twin_dial",
+                                       "options"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char needle[64];
         (void)snprintf(needle, sizeof needle, "\n%s = ", keys[i]);
@@ -534,6 +557,10 @@ static void test_config_bad_address_fails(void **state)
     expect_config_error("[rpc]\nlisten = \"tcp://127.0.0.1:26700\"\n", 2, "rpc.listen",
                         "http://host:port");
     expect_config_error("[rpc]\nlisten = \"http://a/b:1\"\n", 2, "rpc.listen", "bad character");
+    expect_config_error("[p2p]\ntwin_dial = \"tcp://127.0.0.1:9\"\n", 2, "p2p.twin_dial",
+                        "neither none nor ID=tcp://host:port");
+    expect_config_error("[p2p]\ntwin_dial = \"1=http://127.0.0.1:9\"\n", 2, "p2p.twin_dial",
+                        "tcp://host:port");
 }
 
 /* log.level accepts exactly debug, info, warn, error. */

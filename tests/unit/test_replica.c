@@ -531,6 +531,49 @@ static void test_replica_bad_frames_counted_and_dropped(void **state)
     net_free(net);
 }
 
+/* feed_complaint hands r a COMPLAINT(view, reason) signed by replica `from`. */
+static void feed_complaint(struct net *net, pbft_replica *r, uint16_t from, uint64_t view,
+                           uint8_t reason)
+{
+    pbft_wbuf w = {0};
+    pbft_wbuf_init(&w, 1 << 16);
+    size_t start = pbft_msg_begin(&w, PBFT_MSG_COMPLAINT, from);
+    pbft_put_u64(&w, view);
+    pbft_put_u8(&w, reason);
+    pbft_msg_end(&w, start, chain_id(), net->sk[from]);
+    pbft_put_attach(&w, NULL, 0);
+    pbft_output *o;
+    pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    assert_int_equal(pbft_replica_step(r, &ev, &o), 0);
+    pbft_wbuf_free(&w);
+}
+
+/* Primary monitoring's quorum rule: f complaints (n=4: one), repeated, or about another view,
+ * leave the view alone; f+1 distinct complainers start a view change with reason
+ * "complaints". An unknown reason is malformed. */
+static void test_replica_complaints_need_f_plus_one(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[1].r;
+    feed_complaint(net, r, 2, 0, PBFT_COMPLAINT_SLOW);
+    feed_complaint(net, r, 2, 0, PBFT_COMPLAINT_UNFAIR); /* the same replica again */
+    assert_false(pbft_replica_in_view_change(r));
+    feed_complaint(net, r, 3, 7, PBFT_COMPLAINT_SLOW); /* another view */
+    assert_false(pbft_replica_in_view_change(r));
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_WRONG_VIEW], 1);
+    feed_complaint(net, r, 3, 0, 9); /* no such reason */
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_MALFORMED], 1);
+    assert_false(pbft_replica_in_view_change(r));
+    feed_complaint(net, r, 3, 0, PBFT_COMPLAINT_SLOW); /* f+1 = 2 distinct */
+    assert_true(pbft_replica_in_view_change(r));
+    assert_int_equal(pbft_replica_view(r), 1);
+    assert_int_equal(pbft_replica_stats(r)->view_changes[PBFT_VC_COMPLAINTS], 1);
+    net_free(net);
+}
+
 static bool view_changed(struct net *net)
 {
     for (int i = 1; i < net->n; i++)
@@ -539,7 +582,8 @@ static bool view_changed(struct net *net)
     return true;
 }
 
-/* A crashed primary is replaced: backups time out, change view, and commit in view 1. */
+/* A crashed primary is replaced: backups time out (or complain), change view, and commit in
+ * view 1. */
 static void test_replica_primary_crash_view_change_commits(void **state)
 {
     (void)state;
@@ -552,8 +596,11 @@ static void test_replica_primary_crash_view_change_commits(void **state)
     assert_true(run(net, 40000, all_at_height));
     for (int i = 1; i < 4; i++) {
         assert_int_equal(pbft_replica_view(net->nodes[i].r), 1);
-        assert_true(pbft_replica_stats(net->nodes[i].r)->view_changes[PBFT_VC_REQUEST_TIMEOUT] +
-                        pbft_replica_stats(net->nodes[i].r)->view_changes[PBFT_VC_JOINED] >=
+        /* The request timer, the f+1 rule, or primary monitoring (whichever fires first:
+         * a held request also waits past monitor_ms + resend_ms) moved it. */
+        const pbft_stats *st = pbft_replica_stats(net->nodes[i].r);
+        assert_true(st->view_changes[PBFT_VC_REQUEST_TIMEOUT] + st->view_changes[PBFT_VC_JOINED] +
+                        st->view_changes[PBFT_VC_COMPLAINTS] >=
                     1);
     }
     assert_agreement(net);
@@ -835,6 +882,7 @@ int main(void)
         cmocka_unit_test(test_replica_many_blocks_checkpoints_advance),
         cmocka_unit_test(test_replica_request_duplicate_and_malformed_refused),
         cmocka_unit_test(test_replica_bad_frames_counted_and_dropped),
+        cmocka_unit_test(test_replica_complaints_need_f_plus_one),
         cmocka_unit_test(test_replica_primary_crash_view_change_commits),
         cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
