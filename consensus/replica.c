@@ -875,10 +875,19 @@ out:
 static void transmit(pbft_replica *r, const struct outmsg *m, const uint8_t *frame, size_t n,
                      uint16_t to)
 {
-    if (r->byz != NULL && r->byz->active && r->byz->c.mode != PBFT_BYZ_HONEST)
+    if (r->byz != NULL && r->byz->active && r->byz->c.mode != PBFT_BYZ_HONEST) {
         byz_send(r, m, frame, n, to);
-    else
-        out_send_raw(r, to, 0, frame, n);
+        return;
+    }
+    /* An armed replay adversary already keeps what it sends: it will have old-view
+     * messages to replay from the moment it turns on. */
+    if (r->byz != NULL && r->byz->c.mode == PBFT_BYZ_REPLAY) {
+        bool vote = m->type == PBFT_MSG_PREPREPARE || m->type == PBFT_MSG_PREPARE ||
+                    m->type == PBFT_MSG_COMMIT;
+        if (vote || m->type == PBFT_MSG_CHECKPOINT)
+            pbft__byz_remember(r->byz, frame, n, vote ? m->vote.view : r->view);
+    }
+    out_send_raw(r, to, 0, frame, n);
 }
 
 /* send_new builds, signs and transmits m (messages not kept in the log). */

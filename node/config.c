@@ -17,7 +17,8 @@
  *   p2p.max_msg_bytes        33554432 (32 MiB)        1024..67108864 (PBFT_MAX_MSG_BYTES)
  *   p2p.send_queue           1024                     1..1048576
  *   p2p.verify_workers       2                        1..64
- *   p2p.twin_dial            "none"                   none | ID=tcp://host:port (testing only)
+ *   p2p.twin_dial            "none"                   none | ID=tcp://host:port[,...] (testing)
+ *   p2p.peer_override        "none"                   none | ID=tcp://host:port[,...] (testing)
  *   rpc.listen               "http://127.0.0.1:26700" http://host:port, port 1..65535
  *   rpc.max_body_bytes       1048576 (1 MiB)          1024..67108864
  *   rpc.max_batch            100                      1..10000
@@ -372,8 +373,11 @@ static const key_desc KEYS[] = {
     KEY_U32("p2p.send_queue", p2p_send_queue, 1, 1u << 20, "Frames queued for sending, per peer"),
     KEY_U32("p2p.verify_workers", p2p_verify_workers, 1, 64, "Signature verification threads"),
     KEY_STR("p2p.twin_dial", p2p_twin_dial, S_TWIN,
-            "TESTING ONLY: \"ID=tcp://host:port\" also dials a twin of validator ID (frames "
-            "to ID then alternate between the two); \"none\" is normal"),
+            "TESTING ONLY: \"ID=tcp://host:port[,...]\" also dials a twin of validator ID "
+            "(frames to ID then alternate between the two); \"none\" is normal"),
+    KEY_STR("p2p.peer_override", p2p_peer_override, S_TWIN,
+            "TESTING ONLY: \"ID=tcp://host:port[,...]\" reaches validator ID there instead of "
+            "at its genesis address; \"none\" is normal"),
     KEY_STR("rpc.listen", rpc_listen, S_ADDR_HTTP, "JSON-RPC listen address, http://host:port"),
     KEY_U32("rpc.max_body_bytes", rpc_max_body_bytes, 1024, 64u << 20,
             "Largest HTTP request body, in bytes"),
@@ -420,6 +424,7 @@ void config_defaults(node_config *c)
     c->p2p_send_queue = 1024;
     c->p2p_verify_workers = 2;
     (void)snprintf(c->p2p_twin_dial, sizeof c->p2p_twin_dial, "%s", "none");
+    (void)snprintf(c->p2p_peer_override, sizeof c->p2p_peer_override, "%s", "none");
     (void)snprintf(c->rpc_listen, sizeof c->rpc_listen, "%s", "http://127.0.0.1:26700");
     c->rpc_max_body_bytes = 1u << 20;
     c->rpc_max_batch = 100;
@@ -501,16 +506,28 @@ static int check_string(const key_desc *d, const char *s, char *why, size_t whyl
         problem = addr_problem(s, scheme);
         break;
     case S_TWIN: {
+        /* "none", or ID=tcp://host:port[,ID=tcp://host:port...] */
         if (strcmp(s, "none") == 0)
             return 0;
-        size_t digits = strspn(s, "0123456789");
-        if (digits == 0 || digits > 2 || s[digits] != '=') {
-            set_err(why, whylen, "\"%s\" is neither none nor ID=tcp://host:port", s);
-            return -1;
+        char item[CONFIG_ADDR_MAX + 8];
+        for (const char *p = s; *p != 0;) {
+            size_t len = strcspn(p, ",");
+            size_t digits = strspn(p, "0123456789");
+            if (len >= sizeof item || digits == 0 || digits > 2 || p[digits] != '=') {
+                set_err(why, whylen, "\"%s\" is neither none nor ID=tcp://host:port[,...]", s);
+                return -1;
+            }
+            memcpy(item, p + digits + 1, len - digits - 1);
+            item[len - digits - 1] = 0;
+            const char *bad = addr_problem(item, "tcp://");
+            if (bad != NULL) {
+                set_err(why, whylen, "\"%s\" is not a valid tcp://host:port address: %s", item,
+                        bad);
+                return -1;
+            }
+            p += len + (p[len] == ',');
         }
-        scheme = "tcp://";
-        problem = addr_problem(s + digits + 1, scheme);
-        break;
+        return 0;
     }
     case S_LOG_LEVEL:
         for (size_t i = 0; i < sizeof LOG_LEVELS / sizeof LOG_LEVELS[0]; i++) {

@@ -36,7 +36,8 @@ typedef struct {
     uint32_t p2p_max_msg_bytes;       /* p2p.max_msg_bytes, default 32 MiB, <= PBFT_MAX_MSG_BYTES */
     uint32_t p2p_send_queue;          /* p2p.send_queue: frames queued per peer, default 1024 */
     uint32_t p2p_verify_workers;      /* p2p.verify_workers: signature threads, default 2 */
-    char p2p_twin_dial[CONFIG_ADDR_MAX + 4]; /* p2p.twin_dial: "none" or ID=tcp://host:port */
+    char p2p_twin_dial[512];          /* p2p.twin_dial: "none" or ID=tcp://host:port[,...] */
+    char p2p_peer_override[512];      /* p2p.peer_override: "none" or ID=tcp://host:port[,...] */
     /* [rpc] */
     char rpc_listen[CONFIG_ADDR_MAX]; /* rpc.listen, default "http://127.0.0.1:26700" */
     uint32_t rpc_max_body_bytes;      /* rpc.max_body_bytes, default 1 MiB */

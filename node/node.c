@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "consensus/byz.h"
@@ -133,6 +134,7 @@ struct node {
     uint64_t byz_reported;  /* Byzantine actions already in the event log */
     uint64_t byz_report_ms; /* when they were last reported */
     bool peer_up[PBFT_MAX_N];
+    char twin_buf[512], override_buf[512]; /* testing-only address lists, split */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -984,6 +986,30 @@ static int parse_byz(const char *spec, pbft_byz_config *bc, char *err, size_t er
     return 0;
 }
 
+/* id_addrs applies a testing-only "ID=tcp://host:port[,...]" list (already checked by
+ * config_load) to addr[ID], splitting it into buf (which must outlive the transport). */
+static int id_addrs(node *n, const char *home, const char *key, const char *spec, char *buf,
+                    const char **addr, char *err, size_t errlen)
+{
+    if (strcmp(spec, "none") == 0)
+        return 0;
+    snprintf(buf, 512, "%s", spec);
+    char *save = NULL;
+    for (char *it = strtok_r(buf, ",", &save); it != NULL; it = strtok_r(NULL, ",", &save)) {
+        unsigned long vid = strtoul(it, NULL, 10);
+        if (vid >= n->gen.n || vid == n->pc.id) {
+            snprintf(err, errlen,
+                     "%s/config/config.toml: %s: validator %lu is not another validator of this "
+                     "%u-replica network",
+                     home, key, vid, n->gen.n);
+            return -1;
+        }
+        addr[vid] = strchr(it, '=') + 1;
+        log_msg(LOG_WARN, "TESTING: %s: validator %lu at %s", key, vid, addr[vid]);
+    }
+    return 0;
+}
+
 int node_open(const node_options *o, node **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1086,7 +1112,14 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         }
     }
 
-    /* Storage and recovery. */
+    /* Storage and recovery. The data directory is created if missing (a home copied
+     * without it, or node.data_dir pointing somewhere new); RocksDB makes db/ inside. */
+    config_resolve(o->home, n->cfg.data_dir, "", path, sizeof path);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: cannot create the data directory (node.data_dir): %s", path,
+                 strerror(errno));
+        goto fail;
+    }
     config_resolve(o->home, n->cfg.data_dir, "/db", path, sizeof path);
     if (store_open(path, n->pc.chain, &n->st, err, errlen) != STORE_OK)
         goto fail;
@@ -1156,19 +1189,11 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         tc.peers[i] = n->gen.validators[i].p2p_address;
     tc.n = n->gen.n;
     tc.self = n->pc.id;
-    if (strcmp(n->cfg.p2p_twin_dial, "none") != 0) {
-        unsigned long tid = strtoul(n->cfg.p2p_twin_dial, NULL, 10);
-        if (tid >= n->gen.n || tid == n->pc.id) {
-            snprintf(err, errlen,
-                     "%s/config/config.toml: p2p.twin_dial: validator %lu is not another "
-                     "validator of this %u-replica network",
-                     o->home, tid, n->gen.n);
-            goto fail;
-        }
-        tc.twin[tid] = strchr(n->cfg.p2p_twin_dial, '=') + 1;
-        log_msg(LOG_WARN, "TESTING: also dialling a twin of validator %lu at %s", tid,
-                tc.twin[tid]);
-    }
+    if (id_addrs(n, o->home, "p2p.twin_dial", n->cfg.p2p_twin_dial, n->twin_buf, tc.twin, err,
+                 errlen) != 0 ||
+        id_addrs(n, o->home, "p2p.peer_override", n->cfg.p2p_peer_override, n->override_buf,
+                 tc.peers, err, errlen) != 0)
+        goto fail;
     tc.max_msg_bytes = n->cfg.p2p_max_msg_bytes;
     tc.send_queue = n->cfg.p2p_send_queue;
     tc.on_recv = on_recv;

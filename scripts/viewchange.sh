@@ -3,9 +3,10 @@
 #
 #   scripts/viewchange.sh --fault KIND [--n N] [--duration S] [--at S] [--rate TX_PER_S]
 #                         [--target primary|backup] [--out DIR] [--base-port P] [--bin DIR]
+#                         [--kill-primary]
 #
 # Starts an N-replica network (4 by default; 7 and 10 work) from a Release build (or the
-# binaries in --bin DIR, as the tests do), on ports P.. and P+100.. (P = 36000), drives
+# binaries in --bin DIR, as the tests do), on ports P.. and P+100.. (P = 27000), drives
 # it with pre-signed transfers at a steady rate through JSON-RPC on the honest replicas,
 # and AT seconds after the load flows injects a fault into the target: by default the
 # current primary (replica 0 in view 0), with --target backup replica N-1. KIND:
@@ -19,6 +20,9 @@
 #   twins         a second pbftd with the target's key and identity starts at the fault;
 #                 the honest replicas dial both (p2p.twin_dial), so each of their messages
 #                 reaches one twin or the other
+# --kill-primary (with --target backup, n >= 7 so that two faults stay within f): the
+# primary is also killed at the fault, so modes that act in view changes (replay,
+# conflict-vc) have one to act in.
 # Every honest replica's committed transactions and latency are recorded per second.
 # Writes into DIR (default ./viewchange-KIND-nN): commits.csv (every transaction's commit
 # time at every honest node, from pbft-load), series.csv (per second and node, seconds
@@ -27,7 +31,9 @@
 # fault and each view change marked), digests.csv, the nodes' event logs and logs, and
 # summary.json. The last line on stdout is the summary (scripts/viewchange_report.py
 # documents each key: detect_s, view_change_s, first_commit_after_timeout_s, dip_depth,
-# dip_width_s, recover_90_s, throughput_ratio, safety, ...).
+# dip_width_s, recover_90_s, throughput_ratio, safety, ...; this script adds submitted,
+# committed_min (the fewest any honest replica committed), latency_max_s and
+# honest_rss_max_mb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,7 +46,8 @@ rate=""
 target=primary
 out=""
 bin=""
-base=36000
+base=27000
+kill_primary=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --fault) fault="$2"; shift 2 ;;
@@ -52,7 +59,8 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --base-port) base="$2"; shift 2 ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kill-primary) kill_primary=1; shift ;;
+    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "viewchange.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -61,6 +69,9 @@ die() { echo "viewchange.sh: $*" >&2; exit 2; }
 case "$n" in 4 | 7 | 10 | 13) ;; *) die "--n must be 4, 7, 10 or 13" ;; esac
 case "$target" in primary | backup) ;; *) die "--target must be primary or backup" ;; esac
 [ "$duration" -gt "$at" ] 2>/dev/null || die "--duration must be more than --at"
+if [ "$kill_primary" -eq 1 ] && { [ "$target" != backup ] || [ "$n" -lt 7 ]; }; then
+    die "--kill-primary needs --target backup and --n 7 or more (two faults, f >= 2)"
+fi
 mode=""
 case "$fault" in
 none | kill | twins) ;;
@@ -101,7 +112,9 @@ trap cleanup EXIT
 
 if [ "$target" = primary ]; then t=0; else t=$((n - 1)); fi
 honest=()
-for i in $(seq 0 $((n - 1))); do [ "$i" -eq "$t" ] || honest+=("$i"); done
+for i in $(seq 0 $((n - 1))); do
+    [ "$i" -eq "$t" ] || { [ "$kill_primary" -eq 1 ] && [ "$i" -eq 0 ]; } || honest+=("$i")
+done
 
 twin_home="$NET/twin$t"
 if [ "$fault" = twins ]; then
@@ -164,9 +177,20 @@ twins)
     ;;
 *) kill -USR1 "$(cat "$NET/node$t/pbftd.pid")" ;;
 esac
+[ "$kill_primary" -eq 0 ] || kill -9 "$(cat "$NET/node0/pbftd.pid")"
 echo "==> fault injected at $F ($fault into node$t)" >&2
 wait "$load" || true # it exits 1 when some transfers did not commit
 echo "==> load done: $(tail -1 "$out/load.json")" >&2
+
+# What each honest replica's /metrics says at the end (resident memory: a flood must not
+# grow it without bound).
+rss_max=0
+for i in "${honest[@]}"; do
+    curl -sf "$(rpc "$i")/metrics" >"$out/metrics-node$i.txt" || continue
+    r=$(awk '$1 == "process_resident_memory_bytes" { printf "%.0f", $2 / 1048576 }' \
+        "$out/metrics-node$i.txt")
+    [ -n "$r" ] && [ "$r" -gt "$rss_max" ] && rss_max=$r
+done
 
 # Block digests of every honest replica at every height, for the safety check.
 hurls=()
@@ -237,7 +261,26 @@ end_ms=$(awk -v a="$t0" -v b="$send_s" 'BEGIN { printf "%.0f", a + b * 1000 }')
 /usr/bin/python3 scripts/viewchange_report.py --fault "$fault" --n "$n" --fault-ms "$F" \
     --end-ms "$end_ms" \
     --series "$out/series.csv" "${evs[@]}" --honest "$hl" --digests "$out/digests.csv" \
-    --out-csv "$out/viewchange.csv" --out-png "$out/viewchange.png" | tee "$out/summary.json.tmp"
-tail -1 "$out/summary.json.tmp" >"$out/summary.json"
+    --out-csv "$out/viewchange.csv" --out-png "$out/viewchange.png" >"$out/summary.json.tmp"
+# Two more keys: the load's own verdict and the honest replicas' largest resident memory.
+sub=$(sed -n 's/.*"submitted":\([0-9]*\).*/\1/p' "$out/load.json")
+/usr/bin/python3 - "$out/summary.json.tmp" "$out/commits.csv" "${sub:-0}" "$rss_max" \
+    "${honest[@]}" >"$out/summary.json" <<'PY'
+import collections, csv, json, sys
+summ = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
+sub, rss, honest = int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5:]]
+per = collections.Counter()
+worst = 0.0
+with open(sys.argv[2]) as f:
+    for r in csv.DictReader(f):
+        per[int(r["node"])] += 1
+        worst = max(worst, float(r["latency_ms"]))
+summ["submitted"] = sub
+summ["committed_min"] = min(per[h] for h in honest) if honest else 0
+summ["latency_max_s"] = round(worst / 1000, 3)
+summ["honest_rss_max_mb"] = rss
+print(json.dumps(summ, separators=(",", ":")))
+PY
 rm -f "$out/summary.json.tmp"
+cat "$out/summary.json"
 echo "==> wrote $out/viewchange.png, viewchange.csv, summary.json" >&2

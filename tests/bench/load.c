@@ -240,9 +240,18 @@ static void *follower(void *arg)
     uint64_t seen = start_height;
     size_t mine = 0;
     double idle_since = -1;
-    while (mine < ntx && !(f > 0 && atomic_load(&followers_stop))) {
+    double stop_seen = -1;
+    while (mine < ntx) {
         uint64_t h = status_height();
         double t = now_s();
+        /* The others keep following for 5 s after follower 0 is done: their node may be a
+         * block or two behind. */
+        if (f > 0 && atomic_load(&followers_stop)) {
+            if (stop_seen < 0)
+                stop_seen = t;
+            else if (t - stop_seen > 5)
+                break;
+        }
         if (h <= seen) {
             if (atomic_load(&sending_done) && f == 0) {
                 if (idle_since < 0)

@@ -13,7 +13,7 @@ N=0
 
 cleanup() {
     local rc=$?
-    for p in "$NET"/node*/pbftd.pid; do
+    for p in "$NET"/*/pbftd.pid; do # replicas, and any twins
         [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
     done
     if [ "$rc" -ne 0 ]; then

@@ -168,6 +168,7 @@ static void assert_config_equal(const node_config *a, const node_config *b)
     assert_int_equal(a->p2p_send_queue, b->p2p_send_queue);
     assert_int_equal(a->p2p_verify_workers, b->p2p_verify_workers);
     assert_string_equal(a->p2p_twin_dial, b->p2p_twin_dial);
+    assert_string_equal(a->p2p_peer_override, b->p2p_peer_override);
     assert_string_equal(a->rpc_listen, b->rpc_listen);
     assert_int_equal(a->rpc_max_body_bytes, b->rpc_max_body_bytes);
     assert_int_equal(a->rpc_max_batch, b->rpc_max_batch);
@@ -561,6 +562,11 @@ static void test_config_bad_address_fails(void **state)
                         "neither none nor ID=tcp://host:port");
     expect_config_error("[p2p]\ntwin_dial = \"1=http://127.0.0.1:9\"\n", 2, "p2p.twin_dial",
                         "tcp://host:port");
+    expect_config_error("[p2p]\npeer_override = \"1=tcp://127.0.0.1:9,x\"\n", 2,
+                        "p2p.peer_override", "neither none nor");
+    node_config c2;
+    load_text("[p2p]\npeer_override = \"1=tcp://127.0.0.1:9,12=tcp://h:1\"\n", &c2);
+    assert_string_equal(c2.p2p_peer_override, "1=tcp://127.0.0.1:9,12=tcp://h:1");
 }
 
 /* log.level accepts exactly debug, info, warn, error. */

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One Byzantine mode (or fault) in real pbftd processes, under load (issue 5):
+#   byzantine.sh MODE [primary|backup]
+# runs scripts/viewchange.sh --fault MODE on a 4-replica network with this build's binaries
+# (replay and conflict-vc, which act in view changes: a Byzantine backup of 7 replicas while
+# the primary is killed) and asserts
+#   - safety: every honest replica has the same block digest at every height (the
+#     scenario's digest check);
+#   - liveness: every transaction commits at every honest replica, each within 15 s of its
+#     submission, after the fault as before it;
+#   - the fault happened: the adversary acted (a byzantine_action or byzantine_crash
+#     event), the killed node is gone, or the twin ran;
+#   - flood: the honest replicas' resident memory stayed under 512 MiB.
+. "$(dirname "$0")/netlib.sh"
+mode=${1:?usage: byzantine.sh MODE [primary|backup]}
+target=${2:-primary}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+out="$DIR/run"
+n=4
+extra=()
+case "$mode" in
+replay | conflict-vc)
+    # They act in view changes: a Byzantine backup of n=7 while the primary is killed.
+    n=7
+    target=backup
+    extra=(--kill-primary)
+    ;;
+esac
+"$ROOT/scripts/viewchange.sh" --fault "$mode" --target "$target" --n "$n" --duration 8 --at 2 \
+    --rate 150 --bin "$BIN" --base-port "$BASE" --out "$out" "${extra[@]}" >"$DIR/vc.out" \
+    2>"$DIR/vc.err" || { tail -20 "$DIR/vc.err" >&2; fail "viewchange.sh failed"; }
+s=$(tail -1 "$DIR/vc.out")
+log "summary: $s"
+key() { echo "$s" | /usr/bin/python3 -c "import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print('' if v is None else v)" "$1"; }
+[ "$(key safety)" = ok ] || fail "safety: $(key safety_detail)"
+[ "$(key heights_checked)" -ge 5 ] || fail "only $(key heights_checked) heights compared"
+sub=$(key submitted)
+[ "$sub" -gt 0 ] && [ "$(key committed_min)" -eq "$sub" ] ||
+    fail "liveness: an honest replica committed $(key committed_min) of $sub transactions"
+awk -v l="$(key latency_max_s)" 'BEGIN { exit !(l <= 15) }' ||
+    fail "liveness: a transaction took $(key latency_max_s) s to commit (bound 15 s)"
+if [ "$target" = primary ]; then t=0; else t=$((n - 1)); fi
+ev="$out/events-node$t.jsonl"
+case "$mode" in
+none) ;;
+kill) grep -q '"event":"node_stop"' "$ev" && fail "the killed node stopped in order" || true ;;
+twins) grep -q '"event":"node_start"' "$out/net/twin$t/data/events.jsonl" || fail "the twin never ran" ;;
+crash) grep -q '"event":"byzantine_crash"' "$ev" || fail "the crash mode never crashed" ;;
+bogus-state) grep -q '"event":"byzantine_active"' "$ev" || fail "the mode never turned on" ;;
+*) grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted" ;;
+esac
+if [ "$mode" = flood ]; then
+    [ "$(key honest_rss_max_mb)" -lt 512 ] ||
+        fail "an honest replica grew to $(key honest_rss_max_mb) MiB under the flood"
+fi
+log "ok"
