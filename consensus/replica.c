@@ -117,6 +117,10 @@ struct txent {
     uint32_t n;
     uint64_t arrival_ms;
     uint64_t fwd_ms;
+    /* Primary monitoring: when this replica first sent it to the primary of view
+     * mon_fwd_view - 1 (0: not in any view yet). Waiting is counted from there. */
+    uint64_t mon_fwd_view;
+    uint64_t mon_fwd_ms;
 };
 
 struct out_arrays {
@@ -142,21 +146,24 @@ struct pbft_replica {
      * of view mon_view. */
     bool mon_init;
     uint64_t mon_view;
-    uint64_t mon_since;          /* when we entered mon_view (or started) */
-    uint64_t mon_newest_arrival; /* newest arrival here of a held tx the primary proposed */
-    uint64_t mon_busy_ms;        /* when the primary last proposed a block over half full */
-    uint64_t mon_deadline;       /* next check */
-    uint64_t complained_ms;      /* when we last sent a COMPLAINT in mon_view; 0: never */
-    uint64_t complaint_mask;     /* replicas that complained in mon_view, a bit each */
-    /* Held transactions in arrival order, so the oldest not yet proposed is found without a
-     * scan of the pool: entries proposed or committed since are popped lazily at the head.
-     * Rebuilt from the pool on entering a view (a view change un-proposes). */
+    uint64_t mon_since;      /* when we entered mon_view (or started) */
+    uint64_t mon_newest_fwd; /* newest forward time of a held tx the primary proposed */
+    uint64_t mon_busy_ms;    /* when the primary last proposed a block over half full */
+    uint64_t mon_gap_seq;    /* the sequence number missing a pre-prepare below others */
+    uint64_t mon_gap_ms;     /* ... since when */
+    uint64_t mon_deadline;   /* next check */
+    uint64_t complained_ms;  /* when we last sent a COMPLAINT in mon_view; 0: never */
+    uint64_t complaint_mask; /* replicas that complained in mon_view, a bit each */
+    /* Transactions this replica forwarded to the primary of the current view, in forward
+     * order, so the one waiting longest is found without a scan of the pool: entries
+     * proposed, committed or superseded since are popped lazily at the head. Rebuilt from
+     * the pool on entering a view (a view change un-proposes) or after an overflow. */
     struct monent {
         pbft_digest h;
-        uint64_t arrival;
+        uint64_t fwd_ms;
     } * mon_ring;
     uint32_t mon_cap, mon_head, mon_len;
-    bool mon_overflow; /* an arrival did not fit: rebuild at the next check */
+    bool mon_overflow; /* a forward did not fit: rebuild at the next check */
 
     uint64_t now;
     uint64_t wall; /* wall-clock ms for block timestamps (0: use now) */
@@ -559,49 +566,75 @@ static void fifo_push(pbft_replica *r, const pbft_digest *h)
     r->fifo_len++;
 }
 
-/* mon_push records a held transaction's arrival for primary monitoring. */
+/* mon_push appends a forwarded transaction to the monitoring ring. */
 static void mon_push(pbft_replica *r, const struct txent *e)
 {
     if (r->mon_len == r->mon_cap) {
         r->mon_overflow = true;
         return;
     }
-    r->mon_ring[(r->mon_head + r->mon_len) % r->mon_cap] = (struct monent){e->h, e->arrival_ms};
+    r->mon_ring[(r->mon_head + r->mon_len) % r->mon_cap] = (struct monent){e->h, e->mon_fwd_ms};
     r->mon_len++;
 }
 
-/* mon_rebuild refills the ring from the pool: every held transaction not in a block. Their
- * order does not matter: they arrived before the view started, and waiting counts from
- * then. */
+/* mon_forwarded records that this replica just sent e to the primary of its view: the
+ * first time in this view starts e's wait (primary monitoring). */
+static void mon_forwarded(pbft_replica *r, struct txent *e)
+{
+    if (e->mon_fwd_view == r->view + 1)
+        return;
+    e->mon_fwd_view = r->view + 1;
+    e->mon_fwd_ms = r->now;
+    if (!r->in_vc)
+        mon_push(r, e);
+}
+
+static bool mon_waiting(const pbft_replica *r, const struct txent *t)
+{
+    return t->state == TX_HELD && !t->inblock && t->mon_fwd_view == r->view + 1;
+}
+
+static int cmp_fwd(const void *a, const void *b)
+{
+    const struct txent *x = *(const struct txent *const *)a, *y = *(const struct txent *const *)b;
+    return x->mon_fwd_ms < y->mon_fwd_ms ? -1 : x->mon_fwd_ms > y->mon_fwd_ms;
+}
+
+/* mon_rebuild refills the ring from the pool, in forward order. */
 static void mon_rebuild(pbft_replica *r)
 {
     r->mon_head = r->mon_len = 0;
     r->mon_overflow = false;
-    for (uint32_t i = 0; i < r->tx_cap; i++) {
-        const struct txent *t = &r->tx[i];
-        if (t->state == TX_HELD && !t->inblock)
-            mon_push(r, t);
+    struct txent **v = malloc((r->held > 0 ? r->held : 1) * sizeof *v);
+    if (v == NULL) {
+        r->mon_overflow = true; /* try again at the next check */
+        return;
     }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < r->tx_cap && k < r->held; i++)
+        if (mon_waiting(r, &r->tx[i]))
+            v[k++] = &r->tx[i];
+    qsort(v, k, sizeof *v, cmp_fwd);
+    for (uint32_t i = 0; i < k; i++)
+        mon_push(r, v[i]);
+    free(v);
 }
 
-/* mon_oldest returns the arrival of the oldest held transaction not in a block, or NONE. */
+/* mon_oldest returns when the transaction waiting longest for the primary was forwarded to
+ * it, or NONE. */
 static uint64_t mon_oldest(pbft_replica *r)
 {
     if (r->mon_overflow)
         mon_rebuild(r);
-    uint64_t oldest = NONE;
     while (r->mon_len > 0) {
         const struct monent *m = &r->mon_ring[r->mon_head];
         const struct txent *t = tx_find(r, &m->h);
-        if (t != NULL && t->state == TX_HELD && !t->inblock && t->arrival_ms == m->arrival) {
-            oldest = m->arrival;
-            break;
-        }
+        if (t != NULL && mon_waiting(r, t) && t->mon_fwd_ms == m->fwd_ms)
+            return m->fwd_ms;
         r->mon_head = (r->mon_head + 1) % r->mon_cap;
         r->mon_len--;
     }
-    /* Entries rebuilt at a view change are unordered: any of them counts from mon_since. */
-    return oldest;
+    return NONE;
 }
 
 /* enqueue_tx puts a held transaction on the primary's proposal queue. */
@@ -1118,9 +1151,12 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
     if (pbft_block_decode(p, n, &b) != PBFT_OK)
         return;
     /* Primary monitoring observes what the primary proposes: how full, and how recent. */
-    mon_sync(r);
-    if ((uint64_t)b.ntx * 2 >= r->c.max_block_txs || (uint64_t)n * 2 >= r->c.max_block_bytes)
-        r->mon_busy_ms = r->now;
+    bool observe = !r->in_vc;
+    if (observe) {
+        mon_sync(r);
+        if ((uint64_t)b.ntx * 2 >= r->c.max_block_txs || (uint64_t)n * 2 >= r->c.max_block_bytes)
+            r->mon_busy_ms = r->now;
+    }
     size_t off = 0;
     pbft_span t;
     while (pbft_block_next_tx(&b, &off, &t)) {
@@ -1128,10 +1164,9 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
         pbft_tx_hash(t.p, t.n, &h);
         struct txent *e = tx_find(r, &h);
         if (e != NULL && e->state == TX_HELD) {
-            /* Only arrivals in this view say anything about this primary's order. */
-            if (!e->inblock && e->arrival_ms >= r->mon_since &&
-                e->arrival_ms > r->mon_newest_arrival)
-                r->mon_newest_arrival = e->arrival_ms;
+            /* Only what we forwarded to this primary says anything about its order. */
+            if (observe && mon_waiting(r, e) && e->mon_fwd_ms > r->mon_newest_fwd)
+                r->mon_newest_fwd = e->mon_fwd_ms;
             unqueue(r, e);
             e->inblock = true;
         }
@@ -2232,7 +2267,6 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
     e->tx = c;
     e->n = (uint32_t)n;
     e->arrival_ms = r->now;
-    mon_push(r, e);
     r->held++;
     r->held_bytes += n;
     if (is_primary(r) && !r->in_vc) {
@@ -2242,6 +2276,7 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
          * a primary that censors it is timed out by 2f+1 of them together. */
         e->fwd_ms = r->now;
         send_request_to(r, PBFT_TO_ALL, p, n);
+        mon_forwarded(r, e);
     }
     update_req_timer(r, false);
     return PBFT_REQ_ACCEPTED;
@@ -2409,6 +2444,12 @@ static bool compute_o(pbft_replica *r, const pbft_span *vcs, uint16_t nvc, struc
 static void check_vc_quorum(pbft_replica *r);
 static void start_view_change(pbft_replica *r, uint64_t v, int reason);
 
+static int cmp_arrival(const void *a, const void *b)
+{
+    const struct txent *x = *(const struct txent *const *)a, *y = *(const struct txent *const *)b;
+    return x->arrival_ms < y->arrival_ms ? -1 : x->arrival_ms > y->arrival_ms;
+}
+
 /* install_newview enters view `view` with the O set (seq, digest, signed pre-prepare). */
 static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_span *pps)
 {
@@ -2492,12 +2533,26 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
         base = r->last_exec;
     r->next_seq = base + 1;
 
-    /* The new primary proposes every transaction it holds that no O block carries. */
+    /* The new primary proposes every transaction it holds that no O block carries, oldest
+     * first: first come, first served across the view change too (backups' monitoring
+     * expects it, docs/protocol.md section 8). */
     if (is_primary(r)) {
+        struct txent **order = malloc((r->held > 0 ? r->held : 1) * sizeof *order);
+        uint32_t k = 0;
         for (uint32_t i = 0; i < r->tx_cap; i++) {
             struct txent *t = &r->tx[i];
-            if (t->state == TX_HELD && !t->inblock)
-                enqueue_tx(r, t);
+            if (t->state != TX_HELD || t->inblock)
+                continue;
+            if (order != NULL && k < r->held)
+                order[k++] = t;
+            else
+                enqueue_tx(r, t); /* no memory for the order: table order */
+        }
+        if (order != NULL) {
+            qsort(order, k, sizeof *order, cmp_arrival);
+            for (uint32_t i = 0; i < k; i++)
+                enqueue_tx(r, order[i]);
+            free(order);
         }
     }
     r->req_deadline = NONE;
@@ -2970,6 +3025,7 @@ static void do_resend(pbft_replica *r)
             if (t->state == TX_HELD && !t->inblock && r->now - t->fwd_ms >= r->c.resend_ms) {
                 t->fwd_ms = r->now;
                 send_request_to(r, primary_of(r, r->view), t->tx, t->n);
+                mon_forwarded(r, t);
                 sent++;
             }
         }
@@ -2995,28 +3051,35 @@ static void do_resend(pbft_replica *r)
  * clients and not others, keeps its view forever. Backups therefore watch the requests they
  * hold (each was forwarded to the primary on arrival) and COMPLAIN, with a signed message,
  * when the primary is
- *   - slow: a request waited monitor_ms + resend_ms (one re-forward of slack) for a
- *     pre-prepare while the primary was not saturated (no block over half full within that
- *     time, fewer than max_inflight/2 in flight). A saturated primary has a legitimate
- *     queue, so latency alone does not count;
- *   - unfair: it proposed a request that arrived here more than monitor_ms + resend_ms after
- *     one it leaves waiting (a FIFO primary cannot do that, saturated or not), or it left
- *     one waiting 10 initial view timeouts (starvation, whatever the load).
- * Waiting counts from when we entered the view, so a new primary is not blamed for the old
- * one's backlog. A complaint does not leave the view: a replica changes view (reason
- * "complaints") only on f+1 complaints for its view, its own included, so at least one
- * correct replica agrees and f faulty ones cannot vote a correct primary out.
+ *   - slow: a request we forwarded to it waited monitor_ms + resend_ms (one re-forward of
+ *     slack) for a pre-prepare while the primary was not saturated (no block over half full
+ *     within that time, fewer than max_inflight/2 pre-prepares in flight without a hole).
+ *     A saturated primary has a legitimate queue, so latency alone does not count. Also
+ *     slow: a hole, no pre-prepare for the next block while later ones arrived, for as long;
+ *   - unfair: it proposed a request we forwarded more than monitor_ms + resend_ms after one
+ *     it leaves waiting (a FIFO primary cannot do that, saturated or not), or it left one
+ *     waiting 10 initial view timeouts (starvation, whatever the load).
+ * Waiting counts from when we forwarded the request to this primary, and not before we
+ * entered the view, so a new primary is not blamed for the old one's backlog nor for
+ * requests it was never sent (another replica's relays reach it from us only when we
+ * re-forward them). A replica that is catching up does not judge. A complaint does not leave the
+ * view: a replica changes view (reason "complaints") only on f+1 complaints for its view, its own
+ * included, so at least one correct replica agrees and f faulty ones cannot vote a correct primary
+ * out.
  * ----------------------------------------------------------------------------------------*/
 static void mon_sync(pbft_replica *r)
 {
-    if (r->mon_view == r->view && r->mon_init)
+    /* While changing views, what we see belongs to no installed view: wait. */
+    if (r->in_vc || (r->mon_view == r->view && r->mon_init))
         return;
     r->mon_init = true;
     r->mon_view = r->view;
     r->mon_since = r->now;
     r->mon_overflow = true; /* a new view un-proposed what the old one had: rebuild */
-    r->mon_newest_arrival = 0;
+    r->mon_newest_fwd = 0;
     r->mon_busy_ms = 0;
+    r->mon_gap_seq = 0;
+    r->mon_gap_ms = 0;
     r->complained_ms = 0;
     r->complaint_mask = 0;
 }
@@ -3059,9 +3122,25 @@ static void send_complaint(pbft_replica *r, int reason, uint64_t age)
     count_complaint(r, r->c.id);
 }
 
+/* A backup that is catching up cannot tell a slow primary from its own gap: blocks it has
+ * not fetched carry the transactions it sees waiting. */
 static bool mon_wanted(const pbft_replica *r)
 {
-    return r->c.monitor_ms > 0 && r->started && !r->in_vc && !is_primary(r) && r->held > 0;
+    return r->c.monitor_ms > 0 && r->started && !r->in_vc && !is_primary(r) && r->held > 0 &&
+           !r->st_active && r->st_target <= r->last_exec;
+}
+
+/* mon_inflight counts the pre-prepares of this view accepted without a gap after the last
+ * executed block, up to `cap`: a primary that leaves a hole cannot claim to be busy. */
+static uint32_t mon_inflight(pbft_replica *r, uint32_t cap)
+{
+    uint32_t k = 0;
+    for (uint64_t seq = r->last_exec + 1; k < cap; seq++, k++) {
+        struct slot *s = find_slot(r, seq);
+        if (s == NULL || !s->has_pp || s->pp_view != r->view)
+            break;
+    }
+    return k;
 }
 
 static void monitor(pbft_replica *r)
@@ -3076,13 +3155,28 @@ static void monitor(pbft_replica *r)
     /* One re-forward interval of slack: a forward lost with a connection is sent again
      * after resend_ms, and that is the network's delay, not the primary's. */
     uint64_t age = r->now - from, lim = (uint64_t)r->c.monitor_ms + r->c.resend_ms;
-    bool saturated = r->max_pp_seq > r->last_exec + r->c.max_inflight / 2 ||
-                     (r->mon_busy_ms != 0 && r->now - r->mon_busy_ms < lim);
+    uint32_t half = r->c.max_inflight / 2 > 0 ? r->c.max_inflight / 2 : 1;
+    bool saturated =
+        mon_inflight(r, half) >= half || (r->mon_busy_ms != 0 && r->now - r->mon_busy_ms < lim);
+    /* A hole: no pre-prepare for the next block while later ones arrived. */
+    struct slot *next = find_slot(r, r->last_exec + 1);
+    bool hole = r->max_pp_seq > r->last_exec + 1 &&
+                (next == NULL || ((!next->has_pp || next->pp_view != r->view) && !next->committed));
+    if (!hole) {
+        r->mon_gap_seq = 0;
+    } else if (r->mon_gap_seq != r->last_exec + 1) {
+        r->mon_gap_seq = r->last_exec + 1;
+        r->mon_gap_ms = r->now;
+    }
     int reason = -1;
-    if (age >= 10ull * r->c.view_timeout_ms || r->mon_newest_arrival > from + lim)
+    if (age >= 10ull * r->c.view_timeout_ms || r->mon_newest_fwd > from + lim) {
         reason = PBFT_COMPLAINT_UNFAIR;
-    else if (!saturated && age >= lim)
+    } else if (!saturated && age >= lim) {
         reason = PBFT_COMPLAINT_SLOW;
+    } else if (r->mon_gap_seq != 0 && r->now - r->mon_gap_ms >= lim) {
+        reason = PBFT_COMPLAINT_SLOW;
+        age = r->now - r->mon_gap_ms;
+    }
     if (reason < 0)
         return;
     /* Once per view, and again every 4 resend intervals while it lasts (a complaint may be
@@ -3275,7 +3369,7 @@ void pbft_config_defaults(pbft_config *c)
     c->resend_ms = 500;
     c->state_retry_ms = 2000;
     c->max_state_blocks = 64;
-    c->monitor_ms = 500;
+    c->monitor_ms = 1000; /* half the view timeout */
 }
 
 #define CHECK(cond, ...)                                                                           \
@@ -3322,9 +3416,10 @@ int pbft_config_validate(const pbft_config *c, char *err, size_t errlen)
     CHECK(c->max_pending_bytes >= PBFT_MAX_TX_BYTES, "max_pending_bytes: %u; must be at least %u",
           c->max_pending_bytes, PBFT_MAX_TX_BYTES);
     CHECK(c->view_timeout_ms >= 1, "view_timeout_ms: must be at least 1");
-    CHECK(c->monitor_ms < c->view_timeout_ms,
-          "monitor_ms: %u must be below view_timeout_ms (%u), or 0 to turn monitoring off",
-          c->monitor_ms, c->view_timeout_ms);
+    CHECK(c->monitor_ms == 0 || (uint64_t)c->monitor_ms + c->resend_ms < c->view_timeout_ms,
+          "monitor_ms: %u plus resend_ms (%u) must be below view_timeout_ms (%u), or 0 to turn "
+          "monitoring off",
+          c->monitor_ms, c->resend_ms, c->view_timeout_ms);
     CHECK(c->view_timeout_max_ms >= c->view_timeout_ms,
           "view_timeout_max_ms: %u; must be at least view_timeout_ms (%u)", c->view_timeout_max_ms,
           c->view_timeout_ms);

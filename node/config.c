@@ -1800,8 +1800,8 @@ void genesis_to_pbft(const genesis *g, pbft_config *c)
     c->view_timeout_max_ms = g->view_timeout_max_ms;
     c->resend_ms = g->resend_ms;
     c->state_retry_ms = g->state_retry_ms;
-    /* Primary monitoring: a quarter of the view timeout (docs/protocol.md, section 7). */
-    c->monitor_ms = g->view_timeout_ms / 4;
+    /* Primary monitoring: half the view timeout (docs/protocol.md, section 8). */
+    c->monitor_ms = g->view_timeout_ms / 2;
     c->max_state_blocks = g->max_state_blocks;
 }
 

@@ -452,6 +452,7 @@ static void update_status(node *n)
         up += ps.connected > 0;
     }
     s.peers_connected = up;
+    s.byz_actions = pbft_byz_actions(n->byz); /* the loop's own: read it here, not on RPC */
     pthread_mutex_lock(&n->mu);
     s.dropped_queue = n->dropped_queue;
     n->status = s;
@@ -749,7 +750,7 @@ void node_metrics(node *n, mtext *t)
                  (double)s.peers_connected);
     mtext_metric(t, "pbft_byzantine_actions_total", "counter",
                  "Byzantine actions taken by this replica (testing only; 0 when honest).",
-                 (double)pbft_byz_actions(n->byz));
+                 (double)s.byz_actions);
     mtext_metric(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                  (double)resident_bytes());
     pthread_mutex_lock(&n->mmu);
@@ -897,7 +898,7 @@ static int parse_byz(const char *spec, pbft_byz_config *bc, char *err, size_t er
                  {"checkpoint", PBFT_MSG_CHECKPOINT},
                  {"viewchange", PBFT_MSG_VIEWCHANGE},
                  {"newview", PBFT_MSG_NEWVIEW}};
-    char buf[256];
+    char buf[512];
     memset(bc, 0, sizeof *bc);
     if (strlen(spec) >= sizeof buf) {
         snprintf(err, errlen, "--byzantine: longer than %zu characters", sizeof buf - 1);

@@ -62,6 +62,7 @@ typedef struct {
     pbft_stats stats;
     uint64_t peers_connected;
     uint64_t dropped_queue; /* frames dropped because a node queue was full */
+    uint64_t byz_actions;   /* actions of a Byzantine mode (testing only) */
 } node_status;
 
 void node_status_get(node *n, node_status *out);

@@ -33,7 +33,7 @@
 # documents each key: detect_s, view_change_s, first_commit_after_timeout_s, dip_depth,
 # dip_width_s, recover_90_s, throughput_ratio, safety, ...; this script adds submitted,
 # committed_min (the fewest any honest replica committed), latency_max_s and
-# honest_rss_max_mb).
+# honest_rss_max_mb, the largest resident memory of an honest replica, sampled each second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -100,7 +100,7 @@ else
 fi
 
 NET="$out/net"
-rm -rf "$NET" "$out"/*.csv "$out"/*.png "$out"/*.jsonl "$out"/summary.json
+rm -rf "$NET" "$out"/*.csv "$out"/*.png "$out"/*.jsonl "$out"/summary.json "$out"/rss_peak_mb
 "$B/pbftd" testnet --n "$n" --out "$NET" --base-port "$base" --accounts 64 >/dev/null
 rpc() { echo "http://127.0.0.1:$((base + 100 + $1))"; }
 pids=()
@@ -162,9 +162,25 @@ echo "==> n=$n fault=$fault target=node$t: $txs transfers at $rate tx/s, fault a
     --threads 4 --batch 10 --n "$n" --commits "$out/commits.csv" >"$out/load.json" \
     2>"$out/load.err" &
 load=$!
-h0=$(height "${honest[0]}")
-progress() { local h; h=$(height "${honest[0]}"); [ -n "$h" ] && [ "$h" -ge $((h0 + 3)) ]; }
+pids+=("$load")
+h0=$(height "${honest[0]}" || true)
+h0=${h0:-0}
+progress() { local h; h=$(height "${honest[0]}" || true); [ -n "$h" ] && [ "$h" -ge $((h0 + 3)) ]; }
 wait_until "the load to commit blocks" 60 progress
+# Resident memory of every honest replica, sampled every second while the load runs: a
+# flood must not grow it without bound (the peak goes into the summary).
+(
+    peak=0
+    while kill -0 "$load" 2>/dev/null; do
+        for i in "${honest[@]}"; do
+            r=$(curl -sf -m 2 "$(rpc "$i")/metrics" 2>/dev/null |
+                awk '$1 == "process_resident_memory_bytes" { printf "%.0f", $2 / 1048576 }')
+            [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/rss_peak_mb"
+        done
+        sleep 1
+    done
+) &
+pids+=($!)
 sleep "$at" # the scenario's pre-fault period, not a synchronisation
 
 F=$(date +%s%3N)
@@ -182,15 +198,11 @@ echo "==> fault injected at $F ($fault into node$t)" >&2
 wait "$load" || true # it exits 1 when some transfers did not commit
 echo "==> load done: $(tail -1 "$out/load.json")" >&2
 
-# What each honest replica's /metrics says at the end (resident memory: a flood must not
-# grow it without bound).
-rss_max=0
+# Every honest replica's /metrics at the end, kept with the run.
 for i in "${honest[@]}"; do
-    curl -sf "$(rpc "$i")/metrics" >"$out/metrics-node$i.txt" || continue
-    r=$(awk '$1 == "process_resident_memory_bytes" { printf "%.0f", $2 / 1048576 }' \
-        "$out/metrics-node$i.txt")
-    [ -n "$r" ] && [ "$r" -gt "$rss_max" ] && rss_max=$r
+    curl -sf "$(rpc "$i")/metrics" >"$out/metrics-node$i.txt" || true
 done
+rss_max=$(cat "$out/rss_peak_mb" 2>/dev/null || echo 0)
 
 # Block digests of every honest replica at every height, for the safety check.
 hurls=()

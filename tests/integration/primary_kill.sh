@@ -37,7 +37,7 @@ for i in 1 2 3; do
         grep -q '"event":"peer_disconnected","peer":0' "$ev"
 done
 # Whoever detected it first says how: the request timer, or (usually, after monitor_ms +
-# resend_ms = 1 s) f+1 complaints of primary monitoring; the others may have joined them.
+# resend_ms = 1.5 s) f+1 complaints of primary monitoring; the others may have joined them.
 grep -Eq '"event":"view_change_start".*"reason":"(request_timeout|complaints)"' \
     "$NET"/node[123]/data/events.jsonl ||
     fail "no survivor logged a view_change_start for a request timeout or complaints"

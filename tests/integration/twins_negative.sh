@@ -43,8 +43,10 @@ d3=$(cli 3 --json block 1 | sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p')
 [ "$d2" != "$d3" ] || fail "the split did not fork: both groups committed $d2"
 log "forked as intended: node2 has $d2, node3 has $d3 at height 1"
 
-# 1. netlib's check must fail (it exits its subshell with status 1).
-if (same_chain 2 3) >/dev/null 2>&1; then fail "same_chain did not detect the fork"; fi
+# 1. netlib's check must fail, and for the fork (it exits its subshell with status 1).
+if (same_chain 2 3) >"$DIR/same_chain.out" 2>&1; then fail "same_chain did not detect the fork"; fi
+grep -q "nodes disagree at height 1" "$DIR/same_chain.out" ||
+    fail "same_chain failed for another reason: $(cat "$DIR/same_chain.out")"
 # 2. The scenario runner's safety key must say violated.
 printf 'node,height,digest\n2,1,%s\n3,1,%s\n' "$d2" "$d3" >"$DIR/digests.csv"
 now=$(date +%s%3N)

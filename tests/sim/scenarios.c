@@ -36,7 +36,7 @@ void sim_random_options(uint16_t n, uint64_t seed, sim_options *o, sim_random_pl
     o->core.block_interval_ms = 5;
     o->core.view_timeout_ms = (uint32_t)sim_rng_range(&g, 500, 1000);
     o->core.view_timeout_max_ms = o->core.view_timeout_ms * 8;
-    o->core.monitor_ms = o->core.view_timeout_ms / 4;
+    o->core.monitor_ms = o->core.view_timeout_ms / 2;
     o->core.resend_ms = 200;
     o->core.state_retry_ms = (uint32_t)sim_rng_range(&g, 300, 800);
     o->core.max_state_blocks = (uint32_t)sim_rng_range(&g, 2, 8);

@@ -1415,7 +1415,7 @@ void sim_options_defaults(sim_options *o, uint16_t n, uint64_t seed)
     o->core.block_interval_ms = 5;
     o->core.view_timeout_ms = 800;
     o->core.view_timeout_max_ms = 6400;
-    o->core.monitor_ms = 200; /* a quarter of the view timeout, as pbftd derives it */
+    o->core.monitor_ms = 400; /* half the view timeout, as pbftd derives it */
     o->core.resend_ms = 200;
     o->core.state_retry_ms = 500;
     o->core.max_state_blocks = 8;

@@ -267,6 +267,7 @@ static struct net *net_new(int n, void (*tweak)(pbft_config *))
         c->block_interval_ms = 5;
         c->view_timeout_ms = 1000;
         c->view_timeout_max_ms = 8000;
+        c->monitor_ms = 400;
         c->resend_ms = 200;
         c->state_retry_ms = 300;
         if (tweak)
