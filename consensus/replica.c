@@ -3321,7 +3321,30 @@ static void on_message(pbft_replica *r, const uint8_t *p, size_t n, bool pre)
     }
 }
 
+/* tx_verify_cached verifies one transaction unless tc has seen it verify. */
+static bool tx_verify_cached(const pbft_config *c, const pbft_tx *tx, pbft_span bytes,
+                             const pbft_txcache *tc)
+{
+    pbft_digest h;
+    if (tc != NULL) {
+        pbft_tx_hash(bytes.p, bytes.n, &h);
+        if (tc->seen(tc->ctx, &h))
+            return true;
+    }
+    if (!pbft_tx_verify(tx, c->chain))
+        return false;
+    if (tc != NULL)
+        tc->add(tc->ctx, &h);
+    return true;
+}
+
 int pbft_frame_preverify(const pbft_config *c, const uint8_t *p, size_t n)
+{
+    return pbft_frame_preverify_cached(c, p, n, NULL);
+}
+
+int pbft_frame_preverify_cached(const pbft_config *c, const uint8_t *p, size_t n,
+                                const pbft_txcache *tc)
 {
     pbft_env e;
     if (n > PBFT_MAX_MSG_BYTES || pbft_frame_decode(p, n, &e) != PBFT_OK)
@@ -3338,14 +3361,14 @@ int pbft_frame_preverify(const pbft_config *c, const uint8_t *p, size_t n)
         pbft_span t;
         while (pbft_block_next_tx(&b, &off, &t)) {
             pbft_tx tx;
-            if (pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK || !pbft_tx_verify(&tx, c->chain))
+            if (pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK || !tx_verify_cached(c, &tx, t, tc))
                 return PBFT_DROP_BAD_BLOCK + 1;
         }
     } else if (e.type == PBFT_MSG_REQUEST) {
         pbft_span t;
         pbft_tx tx;
         if (pbft_request_decode(e.body, &t) != PBFT_OK ||
-            pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK || !pbft_tx_verify(&tx, c->chain))
+            pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK || !tx_verify_cached(c, &tx, t, tc))
             return PBFT_DROP_BAD_BLOCK + 1;
     }
     return 0;

@@ -240,6 +240,20 @@ int pbft_replica_step(pbft_replica *r, const pbft_event *ev, pbft_output **out);
  * Returns 0 or a PBFT_DROP_* reason + 1. */
 int pbft_frame_preverify(const pbft_config *c, const uint8_t *p, size_t n);
 
+/* A driver's cache of transactions whose signatures verified, keyed by the hash of all their
+ * bytes (so a hit is the very same signed transaction): a backup checks a transaction when
+ * it is forwarded and need not check it again in the PRE-PREPARE's block. Shared by threads;
+ * the driver makes it thread-safe and bounded. */
+typedef struct {
+    bool (*seen)(void *ctx, const pbft_digest *h);
+    void (*add)(void *ctx, const pbft_digest *h);
+    void *ctx;
+} pbft_txcache;
+
+/* pbft_frame_preverify_cached is pbft_frame_preverify that consults and fills tc. */
+int pbft_frame_preverify_cached(const pbft_config *c, const uint8_t *p, size_t n,
+                                const pbft_txcache *tc);
+
 /* Building a state-transfer reply (used by the driver for pbft_serve). Append up to
  * PBFT_MAX_STATE_BLOCKS (block, certificate) entries with pbft_state_reply_add, then seal. */
 typedef struct {

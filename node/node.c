@@ -36,6 +36,16 @@
 /* Submit times of transactions taken through this node's RPC, for the commit-latency
  * histogram: a fixed table indexed by hash, where a newer entry overwrites an older one. */
 #define NODE_LAT_SLOTS 65536
+/* Transactions whose signatures verified (pbft_txcache): a fixed table indexed by hash, a
+ * newer entry replacing an older one, under striped locks. */
+#define NODE_TXC_SLOTS 65536
+#define NODE_TXC_STRIPES 64
+/* Frames whose signatures verified in the last NODE_DUP_WINDOW_MS, by signature: an exact
+ * copy arriving within the window is dropped before its signature is checked again. A
+ * flooding peer's copies then cost a table lookup, not an Ed25519 verification; honest
+ * retransmissions come after resend_ms (500 ms by default) and pass. */
+#define NODE_DUP_SLOTS 16384
+#define NODE_DUP_WINDOW_MS 200
 
 enum { EV_FRAME = 1, EV_REQUEST = 2 };
 
@@ -135,6 +145,15 @@ struct node {
     uint64_t byz_report_ms; /* when they were last reported */
     bool peer_up[PBFT_MAX_N];
     char twin_buf[512], override_buf[512]; /* testing-only address lists, split */
+    pbft_digest *txc;                      /* NODE_TXC_SLOTS verified transaction hashes */
+    pthread_mutex_t txc_mu[NODE_TXC_STRIPES];
+    pbft_txcache txcache;
+    uint64_t txc_hits; /* atomic: a statistic for /metrics */
+    struct dupslot {
+        uint8_t sig[32]; /* the first half of the frame's signature */
+        uint64_t t_ms;
+    } * dup;              /* NODE_DUP_SLOTS, under txc_mu stripes */
+    uint64_t dup_dropped; /* atomic */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -196,6 +215,58 @@ static void on_recv(void *ctx, const uint8_t *p, size_t len)
         free(e.p);
 }
 
+static bool txc_seen(void *ctx, const pbft_digest *h)
+{
+    node *n = ctx;
+    uint64_t k = pbft_get_u64(h->b);
+    pthread_mutex_t *mu = &n->txc_mu[k % NODE_TXC_STRIPES];
+    pthread_mutex_lock(mu);
+    bool hit = memcmp(n->txc[k % NODE_TXC_SLOTS].b, h->b, 32) == 0;
+    pthread_mutex_unlock(mu);
+    if (hit)
+        __atomic_fetch_add(&n->txc_hits, 1, __ATOMIC_RELAXED);
+    return hit;
+}
+
+static void txc_add(void *ctx, const pbft_digest *h)
+{
+    node *n = ctx;
+    uint64_t k = pbft_get_u64(h->b);
+    pthread_mutex_t *mu = &n->txc_mu[k % NODE_TXC_STRIPES];
+    pthread_mutex_lock(mu);
+    n->txc[k % NODE_TXC_SLOTS] = *h;
+    pthread_mutex_unlock(mu);
+}
+
+/* frame_sig finds a frame's signature (docs/protocol.md 5.1): the 64 bytes after the
+ * 8-byte header and the body. False if the frame is too short to have one. */
+static bool frame_sig(const uint8_t *p, size_t len, const uint8_t **sig)
+{
+    if (len < 8 + 64 + 4)
+        return false;
+    uint64_t body = (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
+    if (body + 8 + 64 + 4 > len)
+        return false;
+    *sig = p + 8 + body;
+    return true;
+}
+
+/* dup_check returns true if sig verified within the window; with note, records it now. */
+static bool dup_check(node *n, const uint8_t *sig, bool note)
+{
+    uint64_t k = pbft_get_u64(sig), t = now_ms(n);
+    struct dupslot *d = &n->dup[k % NODE_DUP_SLOTS];
+    pthread_mutex_t *mu = &n->txc_mu[k % NODE_TXC_STRIPES];
+    pthread_mutex_lock(mu);
+    bool dup = memcmp(d->sig, sig, 32) == 0 && t - d->t_ms < NODE_DUP_WINDOW_MS;
+    if (note) {
+        memcpy(d->sig, sig, 32);
+        d->t_ms = t;
+    }
+    pthread_mutex_unlock(mu);
+    return dup;
+}
+
 static void *worker_main(void *arg)
 {
     node *n = arg;
@@ -210,9 +281,20 @@ static void *worker_main(void *arg)
         }
         ring_pop(&n->vq, &e);
         pthread_mutex_unlock(&n->mu);
+        const uint8_t *sig = NULL;
+        if (frame_sig(e.p, e.n, &sig) && dup_check(n, sig, false)) {
+            __atomic_fetch_add(&n->dup_dropped, 1, __ATOMIC_RELAXED);
+            pthread_mutex_lock(&n->mu);
+            n->frame_bytes -= e.n;
+            pthread_mutex_unlock(&n->mu);
+            free(e.p);
+            continue;
+        }
         /* A frame that fails goes on unverified: the core re-checks it and counts the exact
          * drop reason. */
-        e.pre = pbft_frame_preverify(&n->pc, e.p, e.n) == 0;
+        e.pre = pbft_frame_preverify_cached(&n->pc, e.p, e.n, &n->txcache) == 0;
+        if (e.pre && sig != NULL)
+            dup_check(n, sig, true);
         pthread_mutex_lock(&n->mu);
         bool ok = !n->stop && ring_push(&n->q, &e);
         if (ok) {
@@ -577,9 +659,13 @@ int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
     pbft_tx t;
     if (pbft_tx_decode(tx, len, &t) != PBFT_OK)
         return PBFT_REQ_MALFORMED;
-    /* Verify on the caller's thread (an RPC worker), not on the loop. */
+    /* Verify on the caller's thread (an RPC worker), not on the loop; remember it, so the
+     * pre-prepare that carries it here is not checked again. */
     if (!pbft_tx_verify(&t, n->pc.chain))
         return PBFT_REQ_BAD_SIGNATURE;
+    pbft_digest th;
+    pbft_tx_hash(tx, len, &th);
+    txc_add(n, &th);
     /* A nonce below the sender's durable nonce is used up: it can only fail at execution.
      * (Higher nonces are accepted: the sender may have earlier ones in flight.) */
     uint64_t bal, used;
@@ -605,9 +691,7 @@ int node_submit(node *n, const uint8_t *tx, size_t len, bool wait)
     if (!ok) {
         free(e.p);
     } else if (n->lat != NULL) {
-        pbft_digest h;
-        pbft_tx_hash(tx, len, &h);
-        uint64_t k = lat_key(&h);
+        uint64_t k = lat_key(&th);
         pthread_mutex_lock(&n->mmu);
         n->lat[k % NODE_LAT_SLOTS] = (struct latslot){k, now_ms(n)};
         pthread_mutex_unlock(&n->mmu);
@@ -751,6 +835,14 @@ void node_metrics(node *n, mtext *t)
     mtext_metric(t, "pbft_byzantine_actions_total", "counter",
                  "Byzantine actions taken by this replica (testing only; 0 when honest).",
                  (double)s.byz_actions);
+    mtext_metric(t, "pbft_verify_cache_hits_total", "counter",
+                 "Transactions in a pre-prepare or relay whose signature check was skipped: the "
+                 "same signed bytes had verified here before.",
+                 (double)__atomic_load_n(&n->txc_hits, __ATOMIC_RELAXED));
+    mtext_metric(t, "pbft_duplicate_frames_dropped_total", "counter",
+                 "Exact copies of a frame that verified in the last 200 ms, dropped before "
+                 "their signature check.",
+                 (double)__atomic_load_n(&n->dup_dropped, __ATOMIC_RELAXED));
     mtext_metric(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                  (double)resident_bytes());
     pthread_mutex_lock(&n->mmu);
@@ -1024,6 +1116,8 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     clock_gettime(CLOCK_MONOTONIC, &n->t0);
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->mmu, NULL);
+    for (int i = 0; i < NODE_TXC_STRIPES; i++)
+        pthread_mutex_init(&n->txc_mu[i], NULL);
     pthread_cond_init(&n->cv, NULL);
     pthread_cond_init(&n->vcv, NULL);
     n->deadline = UINT64_MAX;
@@ -1131,7 +1225,10 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     if (evlog_open(path, n->cfg.event_log_max_bytes, (unsigned)id, &n->ev, err, errlen) != 0)
         goto fail;
     n->lat = calloc(NODE_LAT_SLOTS, sizeof *n->lat);
-    if (n->lat == NULL) {
+    n->txc = calloc(NODE_TXC_SLOTS, sizeof *n->txc);
+    n->dup = calloc(NODE_DUP_SLOTS, sizeof *n->dup);
+    n->txcache = (pbft_txcache){txc_seen, txc_add, n};
+    if (n->lat == NULL || n->txc == NULL || n->dup == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1308,6 +1405,10 @@ void node_close(node *n)
         evlog_emit(n->ev, "node_stop", NULL);
     evlog_close(n->ev);
     free(n->lat);
+    free(n->txc);
+    free(n->dup);
+    for (int i = 0; i < NODE_TXC_STRIPES; i++)
+        pthread_mutex_destroy(&n->txc_mu[i]);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->mmu);
     pthread_cond_destroy(&n->cv);

@@ -10,7 +10,8 @@
 #     submission, after the fault as before it;
 #   - the fault happened: the adversary acted (a byzantine_action or byzantine_crash
 #     event), the killed node is gone, or the twin ran;
-#   - flood: the honest replicas' resident memory stayed under 512 MiB.
+#   - flood: the honest replicas' resident memory stayed under 512 MiB, and they dropped
+#     its copies before checking their signatures again.
 . "$(dirname "$0")/netlib.sh"
 mode=${1:?usage: byzantine.sh MODE [primary|backup]}
 target=${2:-primary}
@@ -61,5 +62,8 @@ if [ "$mode" = flood ]; then
     rss=$(key honest_rss_max_mb)
     [ "$rss" -gt 0 ] || fail "no memory sample from the honest replicas"
     [ "$rss" -lt 512 ] || fail "an honest replica grew to $rss MiB under the flood"
+    # Its copies are dropped before their signatures are checked again.
+    awk '$1 == "pbft_duplicate_frames_dropped_total" && $2 > 0 { ok = 1 } END { exit !ok }' \
+        "$out"/metrics-node*.txt || fail "no honest replica dropped a duplicate frame"
 fi
 log "ok"

@@ -575,6 +575,73 @@ static void test_replica_complaints_need_f_plus_one(void **state)
     net_free(net);
 }
 
+/* A test cache: one remembered hash, and counts. */
+struct tcache {
+    pbft_digest h;
+    bool have;
+    int seen_calls, adds;
+};
+static bool tc_seen(void *ctx, const pbft_digest *h)
+{
+    struct tcache *c = ctx;
+    c->seen_calls++;
+    return c->have && memcmp(c->h.b, h->b, 32) == 0;
+}
+static void tc_add(void *ctx, const pbft_digest *h)
+{
+    struct tcache *c = ctx;
+    c->h = *h;
+    c->have = true;
+    c->adds++;
+}
+
+/* request_frame wraps tx in a REQUEST signed by replica 1. */
+static void request_frame(struct net *net, const uint8_t *tx, size_t n, pbft_wbuf *w)
+{
+    pbft_wbuf_init(w, 1 << 16);
+    size_t start = pbft_msg_begin(w, PBFT_MSG_REQUEST, 1);
+    pbft_put_elem(w, tx, n);
+    pbft_msg_end(w, start, chain_id(), net->sk[1]);
+    pbft_put_attach(w, NULL, 0);
+}
+
+/* The verified-transaction cache: a miss verifies and remembers; a transaction that fails
+ * is not remembered; a hit skips the check (the hash covers the signature, so a hit is
+ * bytes that verified before). */
+static void test_replica_preverify_cache(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    struct tcache c = {0};
+    pbft_txcache tc = {tc_seen, tc_add, &c};
+    uint8_t tx[256], dest[32] = {9};
+    size_t n;
+    assert_int_equal(
+        pbft_tx_encode_transfer(chain_id(), net->client_sk, 1, dest, 5, tx, sizeof tx, &n),
+        PBFT_OK);
+    pbft_wbuf w;
+    request_frame(net, tx, n, &w);
+    assert_int_equal(pbft_frame_preverify_cached(&net->nodes[0].cfg, w.p, w.len, &tc), 0);
+    assert_int_equal(c.adds, 1);
+    assert_int_equal(pbft_frame_preverify_cached(&net->nodes[0].cfg, w.p, w.len, &tc), 0);
+    assert_int_equal(c.adds, 1); /* a hit: not verified, not added again */
+    pbft_wbuf_free(&w);
+
+    tx[n - 1] ^= 1; /* a broken signature: refused, not remembered */
+    request_frame(net, tx, n, &w);
+    c.have = false;
+    assert_int_equal(pbft_frame_preverify_cached(&net->nodes[0].cfg, w.p, w.len, &tc),
+                     PBFT_DROP_BAD_BLOCK + 1);
+    assert_int_equal(c.adds, 1);
+    /* Had these exact bytes verified before (a lying cache here), the check is skipped. */
+    pbft_tx_hash(tx, n, &c.h);
+    c.have = true;
+    assert_int_equal(pbft_frame_preverify_cached(&net->nodes[0].cfg, w.p, w.len, &tc), 0);
+    assert_int_equal(pbft_frame_preverify(&net->nodes[0].cfg, w.p, w.len), PBFT_DROP_BAD_BLOCK + 1);
+    pbft_wbuf_free(&w);
+    net_free(net);
+}
+
 static bool view_changed(struct net *net)
 {
     for (int i = 1; i < net->n; i++)
@@ -884,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_replica_request_duplicate_and_malformed_refused),
         cmocka_unit_test(test_replica_bad_frames_counted_and_dropped),
         cmocka_unit_test(test_replica_complaints_need_f_plus_one),
+        cmocka_unit_test(test_replica_preverify_cache),
         cmocka_unit_test(test_replica_primary_crash_view_change_commits),
         cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
