@@ -59,31 +59,25 @@ load() { # extra pbft-load arguments; prints its last line
 }
 field() { echo "$1" | sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p"; }
 
-echo "==> 1/5 commit: 4 replicas, $txs transfers as fast as possible" >&2
-start_net 4
-commit=$(load --txs "$txs" --threads 4 --batch 100)
-stop_net
-echo "$commit" >&2
-echo "==> 2/5 ingest alone, single requests" >&2
-start_net 1
-single=$(load --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
-stop_net
-echo "$single" >&2
-echo "==> 3/5 ingest alone, batches of 100" >&2
-start_net 1
-batch=$(load --txs "$txs" --batch 100 --threads 8 --ingest 1)
-stop_net
-echo "$batch" >&2
-echo "==> 4/5 ingest shared with 4 committing replicas, single requests" >&2
-start_net 4
-sh_single=$(load --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
-stop_net
-echo "$sh_single" >&2
-echo "==> 5/5 ingest shared with 4 committing replicas, batches of 100" >&2
-start_net 4
-sh_batch=$(load --txs "$txs" --batch 100 --threads 8 --ingest 1)
-stop_net
-echo "$sh_batch" >&2
+step() { # DESCRIPTION REPLICAS LOAD-ARGS...: one measurement on a fresh network
+    echo "==> $1" >&2
+    start_net "$2"
+    shift 2
+    local r
+    r=$(load "$@")
+    stop_net
+    echo "$r" >&2
+    echo "$r"
+}
+commit=$(step "1/5 commit: 4 replicas, $txs transfers as fast as possible" 4 \
+    --txs "$txs" --threads 4 --batch 100)
+single=$(step "2/5 ingest alone, single requests" 1 \
+    --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
+batch=$(step "3/5 ingest alone, batches of 100" 1 --txs "$txs" --batch 100 --threads 8 --ingest 1)
+sh_single=$(step "4/5 ingest shared with 4 committing replicas, single requests" 4 \
+    --txs $((txs / 3)) --batch 1 --threads 4 --ingest 1)
+sh_batch=$(step "5/5 ingest shared with 4 committing replicas, batches of 100" 4 \
+    --txs "$txs" --batch 100 --threads 8 --ingest 1)
 
 c=$(field "$commit" committed_tx_per_s)
 a=$(field "$batch" tx_per_s)
