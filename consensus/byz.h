@@ -30,7 +30,8 @@ enum {
     PBFT_BYZ_FLOOD,         /* every message also goes `factor` more times, plus junk */
     PBFT_BYZ_CENSOR,        /* as primary: never proposes one client's (or half the clients')
                                transactions */
-    PBFT_BYZ_BOGUS_STATE,   /* state-transfer replies carry corrupted blocks */
+    PBFT_BYZ_BOGUS_STATE,   /* state-transfer replies carry corrupted blocks, and its
+                               checkpoint claims run one interval ahead to attract requests */
     PBFT_BYZ__COUNT
 };
 

@@ -788,6 +788,19 @@ static void byz_send(pbft_replica *r, const struct outmsg *m, const uint8_t *fra
         b->actions += k + 1;
         break;
     }
+    case PBFT_BYZ_BOGUS_STATE:
+        /* The lure: claim to have executed one checkpoint interval further than it has, so a
+         * replica that is catching up asks it first (and gets corrupted blocks, made by the
+         * driver's pbft_byz_corrupt_state). */
+        if (m->type == PBFT_MSG_CHECKPOINT) {
+            mm.ck.seq += r->c.checkpoint_interval;
+            if (build_frame(r, &mm, &w2)) {
+                fp = w2.p;
+                fn = w2.len;
+                b->actions++;
+            }
+        }
+        break;
     case PBFT_BYZ_SLOW_PRIMARY:
         if (m->type == PBFT_MSG_PREPREPARE) {
             delay = b->c.delay_ms;

@@ -3,7 +3,7 @@
 #
 #   scripts/viewchange.sh --fault KIND [--n N] [--duration S] [--at S] [--rate TX_PER_S]
 #                         [--target primary|backup] [--out DIR] [--base-port P] [--bin DIR]
-#                         [--kill-primary]
+#                         [--kill-primary] [--wipe-backup]
 #
 # Starts an N-replica network (4 by default; 7 and 10 work) from a Release build (or the
 # binaries in --bin DIR, as the tests do), on ports P.. and P+100.. (P = 27000), drives
@@ -23,6 +23,9 @@
 # --kill-primary (with --target backup, n >= 7 so that two faults stay within f): the
 # primary is also killed at the fault, so modes that act in view changes (replay,
 # conflict-vc) have one to act in.
+# --wipe-backup (with --target backup, n >= 7): honest replica 1 is also killed at the
+# fault, its data deleted, and restarted, so it catches up by state transfer while the
+# target answers (bogus-state has requests to corrupt). It stays counted as honest.
 # Every honest replica's committed transactions and latency are recorded per second.
 # Writes into DIR (default ./viewchange-KIND-nN): commits.csv (every transaction's commit
 # time at every honest node, from pbft-load), series.csv (per second and node, seconds
@@ -48,6 +51,7 @@ out=""
 bin=""
 base=27000
 kill_primary=0
+wipe_backup=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --fault) fault="$2"; shift 2 ;;
@@ -60,7 +64,8 @@ while [ $# -gt 0 ]; do
     --bin) bin="$2"; shift 2 ;;
     --base-port) base="$2"; shift 2 ;;
     --kill-primary) kill_primary=1; shift ;;
-    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --wipe-backup) wipe_backup=1; shift ;;
+    -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "viewchange.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,8 +74,8 @@ die() { echo "viewchange.sh: $*" >&2; exit 2; }
 case "$n" in 4 | 7 | 10 | 13) ;; *) die "--n must be 4, 7, 10 or 13" ;; esac
 case "$target" in primary | backup) ;; *) die "--target must be primary or backup" ;; esac
 [ "$duration" -gt "$at" ] 2>/dev/null || die "--duration must be more than --at"
-if [ "$kill_primary" -eq 1 ] && { [ "$target" != backup ] || [ "$n" -lt 7 ]; }; then
-    die "--kill-primary needs --target backup and --n 7 or more (two faults, f >= 2)"
+if [ $((kill_primary + wipe_backup)) -gt 0 ] && { [ "$target" != backup ] || [ "$n" -lt 7 ]; }; then
+    die "--kill-primary and --wipe-backup need --target backup and --n 7 or more (two faults)"
 fi
 mode=""
 case "$fault" in
@@ -155,13 +160,19 @@ for i in $(seq 0 $((n - 1))); do
 done
 
 urls=""
-for i in "${honest[@]}"; do urls="$urls${urls:+,}$(rpc "$i")"; done
+sendto=""
+for i in "${honest[@]}"; do
+    urls="$urls${urls:+,}$(rpc "$i")"
+    # The wiped replica loses what it accepted and had not forwarded: load goes elsewhere.
+    [ "$wipe_backup" -eq 1 ] && [ "$i" -eq 1 ] && continue
+    sendto="$sendto${sendto:+,}$(rpc "$i")"
+done
 txs=$((rate * duration))
 echo "==> n=$n fault=$fault target=node$t: $txs transfers at $rate tx/s, fault at +${at}s" >&2
 # (In a sanitizer build, the load generator's allocations that live until exit are not
 # leaks worth failing a scenario for: the product's leak checks are in the tests.)
 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
-    "$B/pbft-load" --net "$NET" --rpc "$urls" --follow "$urls" --txs "$txs" --rate "$rate" \
+    "$B/pbft-load" --net "$NET" --rpc "$sendto" --follow "$urls" --txs "$txs" --rate "$rate" \
     --threads 4 --batch 10 --n "$n" --commits "$out/commits.csv" >"$out/load.json" \
     2>"$out/load.err" &
 load=$!
@@ -197,6 +208,15 @@ twins)
 *) kill -USR1 "$(cat "$NET/node$t/pbftd.pid")" ;;
 esac
 [ "$kill_primary" -eq 0 ] || kill -9 "$(cat "$NET/node0/pbftd.pid")"
+if [ "$wipe_backup" -eq 1 ]; then
+    kill -9 "$(cat "$NET/node1/pbftd.pid")"
+    wait "$(cat "$NET/node1/pbftd.pid")" 2>/dev/null || true
+    cp "$NET/node1/data/events.jsonl" "$out/events-node1-before-wipe.jsonl" 2>/dev/null || true
+    rm -rf "$NET/node1/data"
+    "$B/pbftd" start --home "$NET/node1" >>"$NET/node1/pbftd.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$NET/node1/pbftd.pid"
+fi
 echo "==> fault injected at $F ($fault into node$t)" >&2
 wait "$load" || true # it exits 1 when some transfers did not commit
 echo "==> load done: $(tail -1 "$out/load.json")" >&2
