@@ -40,8 +40,9 @@
  * newer entry replacing an older one, under striped locks. */
 #define NODE_TXC_SLOTS 65536
 #define NODE_TXC_STRIPES 64
-/* Frames whose signatures verified in the last NODE_DUP_WINDOW_MS, by signature: an exact
- * copy arriving within the window is dropped before its signature is checked again. A
+/* Frames without attachment whose signatures verified in the last NODE_DUP_WINDOW_MS, by
+ * signature: an exact copy arriving within the window is dropped before its signature is
+ * checked again. A
  * flooding peer's copies then cost a table lookup, not an Ed25519 verification; honest
  * retransmissions come after resend_ms (500 ms by default) and pass. */
 #define NODE_DUP_SLOTS 16384
@@ -239,13 +240,16 @@ static void txc_add(void *ctx, const pbft_digest *h)
 }
 
 /* frame_sig finds a frame's signature (docs/protocol.md 5.1): the 64 bytes after the
- * 8-byte header and the body. False if the frame is too short to have one. */
+ * 8-byte header and the body. False if the frame is too short to have one, or if it has an
+ * attachment: the signature does not cover a PRE-PREPARE's block, so a copy with another
+ * (or no) block is not the same frame and must not be dropped as one. (Such copies are
+ * cheap anyway: the block's transactions hit the verified-transaction cache.) */
 static bool frame_sig(const uint8_t *p, size_t len, const uint8_t **sig)
 {
     if (len < 8 + 64 + 4)
         return false;
     uint64_t body = (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
-    if (body + 8 + 64 + 4 > len)
+    if (body + 8 + 64 + 4 != len)
         return false;
     *sig = p + 8 + body;
     return true;
