@@ -206,10 +206,14 @@ struct pbft_replica {
     /* State transfer [TOCS §6.2, simplified to blocks + commit certificates]. */
     uint64_t st_proven; /* committed for sure: a stable checkpoint, a NEW-VIEW's min-s, or a
                            height f+1 replicas claim */
-    uint64_t st_target; /* max(st_proven, the highest single claim): how far we try */
+    uint64_t st_target; /* max(st_proven, the highest trusted single claim): how far we try */
+    uint64_t st_doubt;  /* bit j: replica j's claim was discounted (it delivered nothing, or
+                           bad blocks); its single claims no longer set the target until it
+                           delivers a certified block. Its claims still count towards the
+                           f+1 that prove a height. */
     uint16_t st_peer;
-    uint64_t st_progress; /* last_exec when the current request went out */
-    uint64_t claim_ms;    /* when we last advertised our executed height */
+    bool st_delivered; /* st_peer sent a certified block since the current request */
+    uint64_t claim_ms; /* when we last advertised our executed height */
     bool st_active;
     uint64_t st_deadline;
     uint64_t *serve_win;  /* per peer: start of its current serving window */
@@ -1755,8 +1759,11 @@ static void check_stable(pbft_replica *r, struct ckslot *k)
 /* retarget recomputes how far state transfer should go. f+1 claims of height X include a
  * correct replica, so X is proven committed. A single claim is only a hint, but a cheap one
  * to check: we ask the claimer itself, and its commit certificates are the proof. A claimer
- * that then delivers nothing has its claim discounted (see on_tick), so a liar costs one
- * request per claim it signs. Returns the replica with the highest claim. */
+ * that then delivers nothing has its claim discounted (see on_tick) and is doubted: its
+ * later single claims are ignored until it delivers a certified block, so a liar costs one
+ * request, not one per claim it signs (each fresh inflated claim used to reopen the
+ * transfer, and the replica stayed "catching up" for good). Returns the trusted replica
+ * with the highest claim. */
 static uint16_t retarget(pbft_replica *r)
 {
     uint64_t top[PBFT_MAX_N];
@@ -1766,7 +1773,7 @@ static uint16_t retarget(pbft_replica *r)
         if (j == r->c.id)
             continue;
         top[k++] = r->claims[j];
-        if (r->claims[j] > best) {
+        if (r->claims[j] > best && !(r->st_doubt >> j & 1)) {
             best = r->claims[j];
             best_j = j;
         }
@@ -1892,7 +1899,7 @@ static void st_request(pbft_replica *r)
         upto = from + r->c.max_state_blocks - 1;
     send_state_req(r, r->st_peer, from, upto, &zero);
     r->st_deadline = r->now + r->c.state_retry_ms;
-    r->st_progress = r->last_exec;
+    r->st_delivered = false;
 }
 
 static void st_rotate(pbft_replica *r)
@@ -2011,6 +2018,7 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
              * request). */
             if (r->claims[e->sender] > r->last_exec)
                 r->claims[e->sender] = r->last_exec;
+            r->st_doubt |= 1ull << e->sender;
             if (r->st_active && e->sender == r->st_peer)
                 r->st_deadline = r->now;
             break;
@@ -2029,6 +2037,9 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
         }
         execute(r, b.height, cview, &d, blk.p, blk.n, &cert);
         r->st.state_transfers++;
+        r->st_doubt &= ~(1ull << e->sender); /* it delivers: trust its claims again */
+        if (e->sender == r->st_peer)
+            r->st_delivered = true;
         useful = true;
     }
     if (!useful)
@@ -3232,8 +3243,13 @@ static void on_tick(pbft_replica *r)
         do_resend(r);
     }
     if (r->st_active && r->now >= r->st_deadline) {
-        if (r->last_exec == r->st_progress && r->claims[r->st_peer] > r->last_exec)
+        /* Only what the peer itself delivered counts: progress by the normal case used to
+         * excuse a claimer that sent nothing, so a liar claiming ahead of everyone was asked
+         * every other retry, for good (byzantine_bogus-state in CI). */
+        if (!r->st_delivered && r->claims[r->st_peer] > r->last_exec) {
             r->claims[r->st_peer] = r->last_exec; /* it claimed blocks it did not deliver */
+            r->st_doubt |= 1ull << r->st_peer;
+        }
         uint16_t who = retarget(r);
         if (r->last_exec >= r->st_target) {
             st_done(r);
@@ -3819,6 +3835,10 @@ uint64_t pbft_replica_executed(const pbft_replica *r)
 uint64_t pbft_replica_stable(const pbft_replica *r)
 {
     return r->h;
+}
+bool pbft_replica_catching_up(const pbft_replica *r)
+{
+    return r->st_active;
 }
 uint64_t pbft_replica_next_seq(const pbft_replica *r)
 {

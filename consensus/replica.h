@@ -274,6 +274,7 @@ uint16_t pbft_replica_primary(const pbft_replica *r); /* primary of the current 
 bool pbft_replica_in_view_change(const pbft_replica *r);
 uint64_t pbft_replica_executed(const pbft_replica *r); /* last executed height */
 uint64_t pbft_replica_stable(const pbft_replica *r);   /* last stable checkpoint */
+bool pbft_replica_catching_up(const pbft_replica *r);  /* a state transfer is under way */
 uint64_t pbft_replica_next_seq(const pbft_replica *r); /* primary: next seq to assign */
 size_t pbft_replica_pending(const pbft_replica *r);    /* transactions held */
 uint32_t pbft_replica_view_timeout(const pbft_replica *r);

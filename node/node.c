@@ -528,7 +528,7 @@ static void update_status(node *n)
     s.stable = pbft_replica_stable(n->r);
     s.pending = pbft_replica_pending(n->r);
     s.stats = *pbft_replica_stats(n->r);
-    s.catching_up = false;
+    s.catching_up = pbft_replica_catching_up(n->r);
     uint64_t up = 0;
     for (uint16_t j = 0; j < n->pc.n; j++) {
         transport_peer_stats ps;

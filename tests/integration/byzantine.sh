@@ -62,6 +62,9 @@ bogus-state)
     grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted"
     grep -q '"event":"state_transfer_done"' "$out/events-node1.jsonl" ||
         fail "the wiped replica never caught up"
+    # ... and stayed caught up: the liar's inflated claims must not reopen the transfer.
+    grep '"event":"state_transfer_' "$out/events-node1.jsonl" | tail -1 |
+        grep -q state_transfer_done || fail "the wiped replica was left catching up"
     ;;
 *) grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted" ;;
 esac

@@ -69,6 +69,7 @@ height() { cli "$1" --json status 2>/dev/null | sed -n 's/.*"latest_height": "\(
 view() { cli "$1" --json status 2>/dev/null | sed -n 's/.*"view": "\([0-9]*\)".*/\1/p'; }
 answers() { cli "$1" status; }
 at_least() { local h; h=$(height "$1"); [ -n "$h" ] && [ "$h" -ge "$2" ]; }
+caught_up() { cli "$1" --json status 2>/dev/null | grep -q '"catching_up": false'; }
 view_at_least() { local v; v=$(view "$1"); [ -n "$v" ] && [ "$v" -ge "$2" ]; }
 
 start_all() {

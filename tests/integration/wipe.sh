@@ -14,6 +14,7 @@ node_kill9 2
 [ ! -d "$NET/node2/data/db" ] || fail "unsafe-reset-all left the database"
 node_start 2
 wait_for "wiped node2 to catch up to height $target" 60 at_least 2 "$target"
+wait_for "node2's state transfer to end (status catching_up false)" 30 caught_up 2
 h=$(transfer 2 6 0)
 wait_for "a new tx committed" 30 committed 2 "$h"
 wait_for "node2 at node0's height" 30 at_least 2 "$(height 0)"

@@ -871,6 +871,99 @@ static void test_replica_state_transfer_lying_peers_rejected(void **state)
     net_free(net);
 }
 
+struct st_trace {
+    int starts, dones, last;
+};
+
+static void st_trace_fn(void *ctx, int kind, uint64_t view, uint64_t seq, int arg, const char *text)
+{
+    (void)view, (void)seq, (void)arg, (void)text;
+    struct st_trace *t = ctx;
+    if (kind == PBFT_TRACE_STATE_START)
+        t->starts++, t->last = kind;
+    if (kind == PBFT_TRACE_STATE_DONE)
+        t->dones++, t->last = kind;
+}
+
+/* A bogus-state backup claims one checkpoint interval more than it executed with every
+ * checkpoint it signs, and serves corrupted blocks. A restarted replica must still finish
+ * its state transfer and stay finished: each fresh inflated claim used to restart it, so
+ * the replica stayed "catching up" for good and never judged its primary (found by the
+ * byzantine_bogus-state integration test in CI). */
+/* Checkpoints further apart than the normal case executes in a state_retry_ms, as in the
+ * deployed defaults (64 blocks, 2 s): the liar's lead is not covered before a retry. */
+static void long_checkpoints(pbft_config *c)
+{
+    c->checkpoint_interval = 16;
+    c->window = 32;
+}
+
+static void liar_cannot_keep_it_open(int serve_mode, bool late)
+{
+    struct net *net = net_new(4, long_checkpoints);
+    pbft_byz_config bc = {.mode = PBFT_BYZ_BOGUS_STATE, .seed = 7};
+    pbft_byz *liar;
+    assert_int_equal(pbft_byz_new(&bc, &liar), 0);
+    net->nodes[3].down = true;
+    pbft_replica_free(net->nodes[3].r);
+    net->nodes[3].r = NULL;
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = 10;
+    assert_true(run(net, 60000, all_at_height));
+    /* Replica 1 turns liar only now: with 3 down too, no checkpoint could become stable. */
+    if (!late) {
+        pbft_replica_set_byz(net->nodes[1].r, liar);
+        net->serve_mode[1] = serve_mode;
+    }
+    node_start(net, 3);
+    struct st_trace t = {0};
+    pbft_replica_set_trace(net->nodes[3].r, st_trace_fn, &t);
+    for (int k = 0; k < 48; k++)
+        submit(net, 0);
+    want_height = 22;
+    assert_true(run(net, net->now + 120000, all_at_height));
+    if (late) {
+        pbft_replica_set_byz(net->nodes[1].r, liar);
+        net->serve_mode[1] = serve_mode;
+    }
+    /* Steady load: the replica executes by the normal case between its state-transfer
+     * deadlines, and the liar signs further checkpoints with inflated claims. */
+    for (int k = 0; k < 64; k++) {
+        submit(net, 0);
+        uint64_t until = net->now + 50;
+        run(net, until, NULL);
+        if (net->now < until)
+            net->now = until;
+    }
+    want_height = 38;
+    assert_true(run(net, net->now + 120000, all_at_height));
+    assert_true(pbft_byz_actions(liar) > 0);
+    assert_true(t.starts > 0);
+    assert_true(t.dones > 0);
+    assert_int_equal(t.last, PBFT_TRACE_STATE_DONE);
+    assert_false(pbft_replica_catching_up(net->nodes[3].r));
+    assert_agreement(net);
+    net_free(net);
+    pbft_byz_free(liar);
+}
+
+static void test_replica_state_transfer_liar_cannot_keep_it_open(void **state)
+{
+    (void)state;
+    liar_cannot_keep_it_open(SERVE_CORRUPT, false);
+}
+
+/* The same liar turning once the replica has caught up, and serving nothing at all while
+ * the replica keeps executing by the normal case: that progress must not be credited to the
+ * liar, which used to keep its claim, and the transfer open, forever (the second way
+ * byzantine_bogus-state failed). */
+static void test_replica_state_transfer_silent_liar_cannot_keep_it_open(void **state)
+{
+    (void)state;
+    liar_cannot_keep_it_open(SERVE_NOTHING, true);
+}
+
 /* A peer asking for state transfer faster than its budget (4 * max_state_blocks blocks per
  * state_retry_ms / 16) is served exactly the budget, the rest dropped and counted as over
  * the limit; in the next window it is served again. */
@@ -957,6 +1050,8 @@ int main(void)
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
         cmocka_unit_test(test_replica_primary_crash_full_pipeline_recovers),
         cmocka_unit_test(test_replica_state_transfer_lying_peers_rejected),
+        cmocka_unit_test(test_replica_state_transfer_liar_cannot_keep_it_open),
+        cmocka_unit_test(test_replica_state_transfer_silent_liar_cannot_keep_it_open),
         cmocka_unit_test(test_replica_state_serving_budget_enforced),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
