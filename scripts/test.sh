@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build everything and run every test: once optimised, once under ASan + UBSan.
+# Build everything and run every test: once optimised, once under ASan + UBSan, then every
+# fuzz target for 30 s (clang + libFuzzer).
 # Installs missing Debian packages first. Exits non-zero on any failure.
 #
-#   scripts/test.sh            both passes
+#   scripts/test.sh            all three passes
 #   scripts/test.sh --fast     optimised pass only (for development)
 #   scripts/test.sh --help
 set -euo pipefail
@@ -13,7 +14,7 @@ for a in "$@"; do
     case "$a" in
     --fast) fast=1 ;;
     -h | --help)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -47,6 +48,11 @@ if [ "$fast" -eq 0 ]; then
     cmake --build build-asan -j"$jobs"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --test-dir build-asan --output-on-failure -j"$jobs"
+fi
+
+if [ "$fast" -eq 0 ]; then
+    echo "==> pass 3: every libFuzzer target for 30 s (build-fuzz/; scripts/fuzz.sh)"
+    scripts/fuzz.sh --time 30
 fi
 
 echo "==> all tests passed in $(($(date +%s) - start)) s"
