@@ -29,6 +29,7 @@
  *   log.level                "info"                   debug | info | warn | error
  *   log.event_log            "data/events.jsonl"      1..511 bytes
  *   log.event_log_max_bytes  67108864 (64 MiB)        4096..4294967295
+ *   log.msg_log              "none"                   none | 1..511 bytes (audits, tests)
  *   byzantine.mode           "honest"                 1..31 bytes (the node checks the name)
  *   byzantine.delay_ms       1500                     0..3600000
  *   byzantine.percent        50                       0..100
@@ -395,6 +396,10 @@ static const key_desc KEYS[] = {
             "JSON-lines event log file, relative to the home directory"),
     KEY_U32("log.event_log_max_bytes", event_log_max_bytes, 4096, UINT32_MAX,
             "Event log size before it is rotated to FILE.1, in bytes"),
+    KEY_STR("log.msg_log", msg_log, S_PLAIN,
+            "Audit log of every signed consensus message received (sender, type, view, seq, "
+            "hash), relative to the home directory; \"none\" is normal (rotated like the "
+            "event log)"),
     KEY_STR("byzantine.mode", byz_mode, S_PLAIN,
             "Adversary mode, TESTING ONLY (needs --unsafe-byzantine); honest is normal"),
     KEY_U32("byzantine.delay_ms", byz_delay_ms, 0, 3600000,
@@ -435,6 +440,7 @@ void config_defaults(node_config *c)
     (void)snprintf(c->log_level, sizeof c->log_level, "%s", "info");
     (void)snprintf(c->event_log, sizeof c->event_log, "%s", "data/events.jsonl");
     c->event_log_max_bytes = 64u << 20;
+    (void)snprintf(c->msg_log, sizeof c->msg_log, "%s", "none");
     (void)snprintf(c->byz_mode, sizeof c->byz_mode, "%s", "honest");
     /* Just under the default 2000 ms view timeout, like the simulator's slow-primary runs:
      * slow enough to hurt, not slow enough to be voted out. */

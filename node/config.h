@@ -51,6 +51,8 @@ typedef struct {
     char log_level[16];              /* log.level: "debug" | "info" | "warn" | "error" */
     char event_log[CONFIG_PATH_MAX]; /* log.event_log, default "data/events.jsonl" */
     uint32_t event_log_max_bytes;    /* log.event_log_max_bytes, default 64 MiB */
+    char msg_log[CONFIG_PATH_MAX];   /* log.msg_log: "none", or the audit log of received
+                                        consensus messages (crash-consistency test) */
     /* [byzantine] (testing only; refused without --unsafe-byzantine) */
     char byz_mode[32];     /* byzantine.mode, default "honest" */
     uint32_t byz_delay_ms; /* byzantine.delay_ms */

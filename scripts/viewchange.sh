@@ -3,7 +3,7 @@
 #
 #   scripts/viewchange.sh --fault KIND [--n N] [--duration S] [--at S] [--rate TX_PER_S]
 #                         [--target primary|backup] [--out DIR] [--base-port P] [--bin DIR]
-#                         [--kill-primary] [--wipe-backup]
+#                         [--kill-primary] [--wipe-backup] [--msg-log]
 #
 # Starts an N-replica network (4 by default; 7 and 10 work) from a Release build (or the
 # binaries in --bin DIR, as the tests do), on ports P.. and P+100.. (P = 27000), drives
@@ -26,6 +26,8 @@
 # --wipe-backup (with --target backup, n >= 7): honest replica 1 is also killed at the
 # fault, its data deleted, and restarted, so it catches up by state transfer while the
 # target answers (bogus-state has requests to corrupt). It stays counted as honest.
+# --msg-log: every replica keeps the audit log of the signed messages it received
+# (log.msg_log = data/msgs.jsonl), for tests/integration/crash_consistency.py equivocations.
 # Every honest replica's committed transactions and latency are recorded per second.
 # Writes into DIR (default ./viewchange-KIND-nN): commits.csv (every transaction's commit
 # time at every honest node, from pbft-load), series.csv (per second and node, seconds
@@ -52,6 +54,7 @@ bin=""
 base=27000
 kill_primary=0
 wipe_backup=0
+msg_log=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --fault) fault="$2"; shift 2 ;;
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
     --base-port) base="$2"; shift 2 ;;
     --kill-primary) kill_primary=1; shift ;;
     --wipe-backup) wipe_backup=1; shift ;;
+    --msg-log) msg_log=1; shift ;;
     -h | --help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "viewchange.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -136,6 +140,11 @@ s|^listen = \"http://127.0.0.1:[0-9]*\"|listen = \"http://127.0.0.1:$((base + 15
     done
 fi
 
+if [ "$msg_log" -eq 1 ]; then
+    for i in $(seq 0 $((n - 1))); do
+        sed -i 's|^msg_log = .*|msg_log = "data/msgs.jsonl"|' "$NET/node$i/config/config.toml"
+    done
+fi
 for i in $(seq 0 $((n - 1))); do
     extra=()
     if [ "$i" -eq "$t" ] && [ -n "$mode" ]; then

@@ -27,6 +27,10 @@ replay | conflict-vc)
     target=backup
     extra=(--kill-primary)
     ;;
+equivocate)
+    # The audit log of received messages must convict it (the check of crash_consistency.sh).
+    extra=(--msg-log)
+    ;;
 bogus-state)
     # It acts in state transfer: a Byzantine backup of n=7 while an honest replica, wiped,
     # catches up from the others (and from it).
@@ -65,6 +69,15 @@ bogus-state)
     # ... and stayed caught up: the liar's inflated claims must not reopen the transfer.
     grep '"event":"state_transfer_' "$out/events-node1.jsonl" | tail -1 |
         grep -q state_transfer_done || fail "the wiped replica was left catching up"
+    ;;
+equivocate)
+    grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted"
+    if [ "$target" = primary ]; then
+        /usr/bin/python3 "$ROOT/tests/integration/crash_consistency.py" equivocations \
+            --net "$out/net" --expect "$t" >"$DIR/eq.json" ||
+            fail "the received-message audit did not convict the primary: $(cat "$DIR/eq.json")"
+        log "audit: $(cat "$DIR/eq.json")"
+    fi
     ;;
 *) grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted" ;;
 esac
