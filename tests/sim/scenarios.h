@@ -33,6 +33,8 @@ typedef struct {
     uint64_t crash_at[PBFT_MAX_N][2];
     uint64_t restart_at[PBFT_MAX_N][2];
     int crash_times[PBFT_MAX_N];
+    bool power_cuts; /* each crash is a power cut at the node's next step (pbft-sim
+                        --power-cuts); set by the caller, not drawn */
     int n_parts;
     uint64_t part_start[8], part_end[8];
     int part_type[8];

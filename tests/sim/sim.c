@@ -115,6 +115,7 @@ enum {
     EV_CLIENT_DELIVER,
     EV_CLIENT_RETRY,
     EV_CRASH,
+    EV_POWER_CUT,
     EV_RESTART,
     EV_PART_ON,
     EV_PART_OFF,
@@ -150,6 +151,14 @@ typedef struct {
     pbft_digest chain;
 } sim_blk;
 
+/* One statement an honest replica signed: (type, view, seq) -> digest. */
+#define SIM_SIGNED_SLOTS 4096
+struct signed_slot {
+    uint8_t type; /* 0: empty */
+    uint64_t view, seq;
+    pbft_digest d;
+};
+
 typedef struct {
     uint16_t id;
     uint8_t twin; /* 0: not twinned; else the id has two instances */
@@ -169,10 +178,15 @@ typedef struct {
     sim_blk *chain;
     uint64_t height;
     size_t capchain;
+    /* Power cut (sim_power_cut): armed until the node's next step of the chosen kind. */
+    bool cut_armed;
+    uint8_t cut_type; /* a PBFT_MSG_* the step must send, or 0 for any step */
+    bool cut_fire;    /* the cut landed in this event's step: crash after it */
     /* Checker. */
-    uint64_t exec_seen; /* the largest executed height observed; must never go back */
-    uint8_t *txc;       /* per submitted tx: committed here */
-    uint32_t ntxc;      /* distinct submitted transactions committed here */
+    uint64_t exec_seen;             /* the largest executed height observed; must never go back */
+    struct signed_slot *signed_tab; /* what this replica signed (honest nodes), lossy */
+    uint8_t *txc;                   /* per submitted tx: committed here */
+    uint32_t ntxc;                  /* distinct submitted transactions committed here */
     /* Trace / accounting. */
     uint64_t last_view;
     bool last_ivc;
@@ -277,6 +291,16 @@ static void *xmalloc(size_t n)
     void *p = malloc(n ? n : 1);
     if (!p) {
         fprintf(stderr, "pbft-sim: out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return p;
+}
+
+static void *xcalloc(size_t k, size_t n)
+{
+    void *p = calloc(k ? k : 1, n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "pbft-sim: out of memory (%zu x %zu bytes)\n", k, n);
         abort();
     }
     return p;
@@ -1085,18 +1109,104 @@ static void step_node(sim *s, int node, const pbft_event *ev)
     observe_view(s, node);
 }
 
+/* check_signed: an honest replica never signs two different PRE-PREPAREs, PREPAREs,
+ * COMMITs or CHECKPOINTs for one (view, seq) [OSDI'99 §4.2], not even across a crash or a
+ * power cut (what it signed before must be on disk before it is sent). The table keeps the
+ * latest statement per slot; a collision overwrites, so a miss is possible, a false alarm
+ * is not. */
+static void check_signed(sim *s, int node, const uint8_t *p, size_t n)
+{
+    sim_node *nd = &s->nodes[node];
+    pbft_env e;
+    if (!nd->honest || pbft_frame_decode(p, n, &e) != PBFT_OK)
+        return;
+    struct signed_slot x = {.type = e.type};
+    if (e.type == PBFT_MSG_PREPREPARE || e.type == PBFT_MSG_PREPARE || e.type == PBFT_MSG_COMMIT) {
+        pbft_vote v;
+        if (pbft_vote_decode(e.body, &v) != PBFT_OK)
+            return;
+        x.view = v.view;
+        x.seq = v.seq;
+        x.d = v.d;
+    } else if (e.type == PBFT_MSG_CHECKPOINT) {
+        pbft_ckpt c;
+        if (pbft_ckpt_decode(e.body, &c) != PBFT_OK)
+            return;
+        x.seq = c.seq;
+        x.d = c.d;
+    } else {
+        return;
+    }
+    if (nd->signed_tab == NULL)
+        nd->signed_tab = xcalloc(SIM_SIGNED_SLOTS, sizeof *nd->signed_tab);
+    uint64_t h = sim_mix64(x.seq * 0x9e3779b97f4a7c15ull ^ x.view ^ ((uint64_t)x.type << 56));
+    struct signed_slot *slot = &nd->signed_tab[h % SIM_SIGNED_SLOTS];
+    if (slot->type == x.type && slot->view == x.view && slot->seq == x.seq &&
+        memcmp(slot->d.b, x.d.b, 32) != 0) {
+        static const char *const names[] = {"?", "PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT"};
+        fail(s, SIM_V_INTEGRITY,
+             "node %d (replica %u) signed two different %s for view %llu seq %llu", node, nd->id,
+             names[x.type], (unsigned long long)x.view, (unsigned long long)x.seq);
+        return;
+    }
+    *slot = x;
+}
+
+/* power_cut_step: the cut lands in this step. pbftd builds the step's batch (records and
+ * executed blocks), fsyncs it, then sends (node/node.c, flush); the power fails before the
+ * fsync, so the batch is lost and nothing was sent. With unsafe_send_before_sync the
+ * messages escaped first. Either way the node goes down after the event (step_once). */
+static void power_cut_step(sim *s, int node, const pbft_output *out)
+{
+    sim_node *nd = &s->nodes[node];
+    nd->cut_armed = false;
+    nd->cut_fire = true;
+    trace(s, "power cut at node %d (replica %u): %zu records, %zu commits and %zu sends lost%s",
+          node, nd->id, out->n_persist, out->n_commits, out->n_sends,
+          s->o.unsafe_send_before_sync ? " (sends escaped: unsafe driver)" : "");
+    if (!s->o.unsafe_send_before_sync)
+        return;
+    for (size_t i = 0; i < out->n_sends; i++) {
+        const pbft_send *sd = &out->sends[i];
+        if (sd->to != PBFT_TO_ALL && sd->to >= s->o.n)
+            continue;
+        check_signed(s, node, sd->frame.p, sd->frame.n);
+        sim_frame *f = frame_new(sd->frame.p, sd->frame.n);
+        s->tot.frames_sent++;
+        dispatch(s, node, sd->to, f, sd->delay_ms);
+        frame_release(f);
+    }
+}
+
+static bool cut_lands(const sim_node *nd, const pbft_output *out)
+{
+    if (!nd->cut_armed)
+        return false;
+    if (nd->cut_type == 0)
+        return true;
+    for (size_t i = 0; i < out->n_sends; i++)
+        if (out->sends[i].frame.n > 1 && out->sends[i].frame.p[1] == nd->cut_type)
+            return true;
+    return false;
+}
+
 static void process_output(sim *s, int node, pbft_output *out, int depth)
 {
     sim_node *nd = &s->nodes[node];
     nd->want_deadline = out->deadline_ms;
+    if (cut_lands(nd, out)) {
+        power_cut_step(s, node, out);
+        return;
+    }
 
-    /* 1. persist (synchronously durable in the simulator) */
+    /* 1. persist (durable before anything is sent, as pbftd's synced batch) */
     for (size_t i = 0; i < out->n_persist; i++)
         apply_persist(s, nd, &out->persist[i]);
 
     /* 2. sends */
     for (size_t i = 0; i < out->n_sends; i++) {
         const pbft_send *sd = &out->sends[i];
+        check_signed(s, node, sd->frame.p, sd->frame.n);
         if (sd->to != PBFT_TO_ALL && sd->to >= s->o.n) {
             fail(s, SIM_V_CORE, "node %d sent to replica %u of %u", node, sd->to, s->o.n);
             continue;
@@ -1200,6 +1310,7 @@ void sim_crash(sim *s, int node)
     nd->inc++; /* in-flight deliveries to the old incarnation are lost */
     nd->timer_gen++;
     nd->timer_armed = false;
+    nd->cut_armed = false;
     s->tot.crashes++;
     trace(s, "crash node %d (replica %u) height=%llu", node, nd->id,
           (unsigned long long)nd->height);
@@ -1209,8 +1320,10 @@ int sim_restart(sim *s, int node)
 {
     assert(node >= 0 && node < s->nnodes);
     sim_node *nd = &s->nodes[node];
-    if (nd->r)
+    if (nd->r) {
+        nd->cut_armed = false; /* a power cut that never landed: its window is over */
         return 0;
+    }
     char err[256];
     if (node_create(s, node, err, sizeof err) != 0) {
         fail(s, SIM_V_CORE, "node %d: pbft_replica_new on restart: %s", node, err);
@@ -1545,6 +1658,7 @@ void sim_free(sim *s)
         }
         free(nd->chain);
         free(nd->txc);
+        free(nd->signed_tab);
     }
     for (uint32_t i = 0; i < s->ntx; i++)
         free(s->txs[i].p);
@@ -1632,6 +1746,24 @@ int sim_at_crash(sim *s, uint64_t at_ms, int node)
     if (node < 0 || node >= s->nnodes || at_ms < s->now)
         return -1;
     push_ev(s, at_ms, EV_CRASH, node, -1, 0, NULL);
+    return 0;
+}
+
+void sim_power_cut(sim *s, int node, uint8_t msg_type)
+{
+    assert(node >= 0 && node < s->nnodes);
+    sim_node *nd = &s->nodes[node];
+    if (!nd->r)
+        return;
+    nd->cut_armed = true;
+    nd->cut_type = msg_type;
+}
+
+int sim_at_power_cut(sim *s, uint64_t at_ms, int node, uint8_t msg_type)
+{
+    if (node < 0 || node >= s->nnodes || at_ms < s->now || msg_type > PBFT_MSG__MAX)
+        return -1;
+    push_ev(s, at_ms, EV_POWER_CUT, node, -1, msg_type, NULL);
     return 0;
 }
 
@@ -1896,6 +2028,9 @@ static int step_once(sim *s)
     case EV_CRASH:
         sim_crash(s, ev.node);
         break;
+    case EV_POWER_CUT:
+        sim_power_cut(s, ev.node, (uint8_t)ev.arg);
+        break;
     case EV_RESTART:
         sim_restart(s, ev.node);
         break;
@@ -1927,6 +2062,12 @@ static int step_once(sim *s)
         assert(0 && "unknown event kind");
     }
     frame_release(ev.frame);
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].cut_fire) {
+            s->nodes[i].cut_fire = false;
+            s->tot.power_cuts++;
+            sim_crash(s, i);
+        }
     check_after_event(s);
     bench_feed(s);
     if (s->o.hook && (s->state == SIM_RUNNING || s->state == SIM_LIVE))

@@ -18,7 +18,9 @@
  *   integrity  each durable chain grows by exactly one height, chain_hash(h) =
  *              pbft_chain_next(chain_hash(h-1), digest(h)), the committed block decodes and
  *              matches its digest and height, and the executed height never goes back
- *              (not even across a restart);
+ *              (not even across a restart); and no honest replica signs two different
+ *              PRE-PREPAREs, PREPAREs, COMMITs or CHECKPOINTs for one (view, seq), across
+ *              crashes and power cuts alike (a lossy table: a check, never a false alarm);
  *   liveness   after the faults heal (heal_ms), every submitted transaction is committed at
  *              every honest, running node by heal_ms + liveness_bound_ms.
  * The first violation stops the run and is kept as a one-line reason.
@@ -108,6 +110,14 @@ typedef struct {
     /* The run also stops (with a violation) after this many events: a livelock guard. */
     uint64_t max_events;
 
+    /* Storage model. pbftd writes each loop iteration's records and executed blocks in one
+     * batch and fsyncs it before it sends anything (node/node.c, flush), and the simulator
+     * applies outputs in that order. A power cut (sim_power_cut) loses the batch of the
+     * step it lands in: nothing of that step was synced, so nothing of it may have been
+     * sent. unsafe_send_before_sync models a driver that sends first (the negative
+     * control: the step's messages escape while its records are lost). */
+    bool unsafe_send_before_sync;
+
     bool verbose; /* one trace line per interesting event, on stderr */
 
     sim_filter_fn filter;
@@ -143,6 +153,7 @@ typedef struct {
     uint64_t view_changes;   /* sum of honest stats.view_changes (across restarts) */
     uint64_t vc_complaints;  /* of which: on f+1 complaints (primary monitoring) */
     uint64_t crashes;
+    uint64_t power_cuts; /* of the crashes: power cuts that landed in a step */
     uint64_t restarts;
     uint64_t byz_actions;
     uint64_t frames_sent;  /* frames the replicas produced (one signature each, at least) */
@@ -182,6 +193,12 @@ void sim_set_client_group(sim *s, uint32_t client, uint8_t group);
 int sim_at_crash(sim *s, uint64_t at_ms, int node);
 int sim_at_restart(sim *s, uint64_t at_ms, int node);
 int sim_add_partition(sim *s, uint64_t start_ms, uint64_t end_ms, const uint8_t *cut);
+
+/* A power cut at a running node: it lands in the node's next step that sends a message of
+ * type msg_type (0: its next step at all); that step's unsynced writes and everything it
+ * would have sent are lost, and the node is down until restarted. */
+int sim_at_power_cut(sim *s, uint64_t at_ms, int node, uint8_t msg_type);
+void sim_power_cut(sim *s, int node, uint8_t msg_type);
 
 /* Immediate faults (from a hook, or between runs). */
 void sim_crash(sim *s, int node);

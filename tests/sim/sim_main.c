@@ -22,9 +22,11 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage:\n"
-            "  pbft-sim --n N --seed S [--seeds COUNT] [--verbose]\n"
+            "  pbft-sim --n N --seed S [--seeds COUNT] [--power-cuts] [--verbose]\n"
             "      random fault runs (Byzantine and crashing replicas, loss, duplicates,\n"
-            "      delay, partitions) for seeds S..S+COUNT-1; N is 4, 7 or 13.\n"
+            "      delay, partitions) for seeds S..S+COUNT-1; N is 4, 7 or 13. With\n"
+            "      --power-cuts every crash is a power cut that loses the unsynced batch of\n"
+            "      the step it lands in.\n"
             "  pbft-sim --scenario NAME [--seed S] [--verbose]\n"
             "      a named scenario; --scenario list shows them, --scenario all runs all.\n"
             "  pbft-sim --bench --block-txs B [--blocks M]\n"
@@ -76,7 +78,7 @@ static void self_path(const char *argv0, char *out, size_t cap)
  * Random runs.
  * -------------------------------------------------------------------------------------*/
 static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, bool cache,
-                       const char *self)
+                       bool power_cuts, const char *self)
 {
     uint64_t passed = 0, failed = 0;
     sim_totals sum = {0};
@@ -88,6 +90,7 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         sim_options o;
         sim_random_plan plan;
         sim_random_options(n, sd, &o, &plan);
+        plan.power_cuts = power_cuts;
         o.verbose = verbose;
         o.preverify_cache = cache;
         if (verbose) {
@@ -100,13 +103,15 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         char err[256];
         if (sim_new(&o, &s, err, sizeof err) != 0) {
             printf("FAIL seed=%" PRIu64 " n=%u: setup: %s\n", sd, n, err);
-            printf("replay: %s --n %u --seed %" PRIu64 " --verbose\n", self, n, sd);
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
+                   power_cuts ? " --power-cuts" : "");
             failed++;
             continue;
         }
         if (sim_random_apply(s, &plan) != 0) {
             printf("FAIL seed=%" PRIu64 " n=%u: setup: could not apply the fault plan\n", sd, n);
-            printf("replay: %s --n %u --seed %" PRIu64 " --verbose\n", self, n, sd);
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
+                   power_cuts ? " --power-cuts" : "");
             failed++;
             sim_free(s);
             continue;
@@ -124,6 +129,7 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         sum.view_changes += t.view_changes;
         sum.vc_complaints += t.vc_complaints;
         sum.crashes += t.crashes;
+        sum.power_cuts += t.power_cuts;
         sum.byz_actions += t.byz_actions;
         sum.sim_ms += t.sim_ms;
         sum.events += t.events;
@@ -145,7 +151,8 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
             failed++;
             printf("FAIL seed=%" PRIu64 " n=%u: %s\n", sd, n,
                    st == SIM_VIOLATION ? sim_violation(s) : "stopped");
-            printf("replay: %s --n %u --seed %" PRIu64 " --verbose\n", self, n, sd);
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
+                   power_cuts ? " --power-cuts" : "");
             fflush(stdout);
             if (verbose)
                 sim_dump(s, stderr);
@@ -167,13 +174,14 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         printf("wall per run: passing %.3f s, failing %.3f s\n",
                passed ? pass_s / (double)passed : 0.0, failed ? fail_s / (double)failed : 0.0);
     printf("totals: n=%u seeds=%" PRIu64 "..%" PRIu64 " commits=%" PRIu64 " view_changes=%" PRIu64
-           " (on_complaints=%" PRIu64 ") crashes=%" PRIu64 " byzantine_actions=%" PRIu64
-           " duplicate_tx_commits=%" PRIu64 " events=%" PRIu64
+           " (on_complaints=%" PRIu64 ") crashes=%" PRIu64 " (power_cuts=%" PRIu64
+           ") byzantine_actions=%" PRIu64 " duplicate_tx_commits=%" PRIu64 " events=%" PRIu64
            " simulated_s=%.1f wall_s=%.2f seeds_per_s=%.2f "
            "liveness_bound_s=%u\n",
            n, seed, seed + count - 1, sum.commits, sum.view_changes, sum.vc_complaints, sum.crashes,
-           sum.byz_actions, sum.dup_tx_commits, sum.events, (double)sum.sim_ms / 1000.0, wall,
-           wall > 0 ? (double)count / wall : 0.0, SIM_LIVENESS_BOUND_MS / 1000);
+           sum.power_cuts, sum.byz_actions, sum.dup_tx_commits, sum.events,
+           (double)sum.sim_ms / 1000.0, wall, wall > 0 ? (double)count / wall : 0.0,
+           SIM_LIVENESS_BOUND_MS / 1000);
     return failed ? 1 : 0;
 }
 
@@ -274,7 +282,7 @@ static int bench(uint32_t block_txs, uint32_t blocks)
 int main(int argc, char **argv)
 {
     uint64_t n = 0, seed = 1, seeds = 1, block_txs = 0, blocks = 0;
-    bool have_seed = false, verbose = false, do_bench = false, cache = true;
+    bool have_seed = false, verbose = false, do_bench = false, cache = true, power_cuts = false;
     const char *scenario = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -288,6 +296,8 @@ int main(int argc, char **argv)
             do_bench = true;
         } else if (!strcmp(a, "--no-preverify-cache")) {
             cache = false;
+        } else if (!strcmp(a, "--power-cuts")) {
+            power_cuts = true;
         } else if (v && !strcmp(a, "--scenario")) {
             scenario = v;
             i++;
@@ -361,5 +371,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "pbft-sim: random runs need --seed S (and --seeds >= 1)\n");
         return 2;
     }
-    return random_runs((uint16_t)n, seed, seeds, verbose, cache, self);
+    return random_runs((uint16_t)n, seed, seeds, verbose, cache, power_cuts, self);
 }
