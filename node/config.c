@@ -24,6 +24,7 @@
  *   rpc.max_batch            100                      1..10000
  *   rpc.max_connections      256                      1..65536
  *   rpc.commit_timeout_ms    10000                    1..3600000
+ *   rpc.body_timeout_ms      10000                    100..3600000
  *   mempool.max_txs          20000                    1..16777216 (pbft max_pending_txs cap)
  *   mempool.max_bytes        67108864 (64 MiB)        8192 (PBFT_MAX_TX_BYTES)..4294967295
  *   log.level                "info"                   debug | info | warn | error
@@ -384,9 +385,12 @@ static const key_desc KEYS[] = {
             "Largest HTTP request body, in bytes"),
     KEY_U32("rpc.max_batch", rpc_max_batch, 1, 10000, "Most calls in one JSON-RPC batch"),
     KEY_U32("rpc.max_connections", rpc_max_connections, 1, 65536,
-            "Most simultaneous RPC connections"),
+            "Most RPC request bodies read at once (then the oldest gets HTTP 408), and most "
+            "broadcast_tx_commit waits"),
     KEY_U32("rpc.commit_timeout_ms", rpc_commit_timeout_ms, 1, 3600000,
             "Longest an RPC call waits for its transaction to commit, in ms"),
+    KEY_U32("rpc.body_timeout_ms", rpc_body_timeout_ms, 100, 3600000,
+            "Longest a client may take to send a request body, in ms (then HTTP 408)"),
     KEY_U32("mempool.max_txs", mempool_max_txs, 1, 1u << 24,
             "Transactions held before new ones are refused"),
     KEY_U32("mempool.max_bytes", mempool_max_bytes, 8192, UINT32_MAX,
@@ -435,6 +439,7 @@ void config_defaults(node_config *c)
     c->rpc_max_batch = 100;
     c->rpc_max_connections = 256;
     c->rpc_commit_timeout_ms = 10000;
+    c->rpc_body_timeout_ms = 10000;
     c->mempool_max_txs = 20000;
     c->mempool_max_bytes = 64u << 20;
     (void)snprintf(c->log_level, sizeof c->log_level, "%s", "info");

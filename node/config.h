@@ -44,6 +44,7 @@ typedef struct {
     uint32_t rpc_max_batch;           /* rpc.max_batch, default 100 */
     uint32_t rpc_max_connections;     /* rpc.max_connections, default 256 */
     uint32_t rpc_commit_timeout_ms;   /* rpc.commit_timeout_ms, default 10000 */
+    uint32_t rpc_body_timeout_ms;     /* rpc.body_timeout_ms, default 10000 */
     /* [mempool] */
     uint32_t mempool_max_txs;   /* mempool.max_txs, default 20000 */
     uint32_t mempool_max_bytes; /* mempool.max_bytes, default 64 MiB */

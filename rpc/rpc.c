@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 #include <nng/nng.h>
@@ -40,7 +41,9 @@
 #define RPC_NOT_FOUND (-32010)
 #define RPC_COMMIT_TIMEOUT (-32011)
 
-#define RPC_POLL_MS 20 /* broadcast_tx_commit: how often the tx index is polled */
+#define RPC_POLL_MS 20    /* broadcast_tx_commit: how often the tx index is polled */
+#define RPC_SWEEP_MS 100  /* how often body reads are checked against their deadline */
+#define RPC_DRAIN_MS 2000 /* after a 408, how long nng may take to write it and close */
 
 /* A broadcast_tx_commit waiting for its transaction to commit. The HTTP aio is kept (not
  * finished) while a sleep aio polls the tx index; no nng worker thread is blocked. */
@@ -55,14 +58,20 @@ struct pending {
 };
 
 /* A POST body being read from the connection (nng does not collect it: it would answer 400,
- * not 413, to an oversized body). One slot per allowed connection, like pending. */
+ * not 413, to an oversized body). At most rpc.max_connections are read at once (those with
+ * http set); each must arrive within rpc.body_timeout_ms, and when all are taken the oldest
+ * is given up for the newcomer, so slow clients cannot lock the others out (docs/rpc.md,
+ * "Limits"). A read given up is answered 408 and stays in its slot until nng has written
+ * that and closed the connection, which completes the read: twice as many slots as reads. */
 struct bodyread {
     struct rpc_server *s;
     bool in_use;
-    nng_aio *http; /* the HTTP handler's aio; NULL once finished or cancelled */
+    nng_aio *http; /* the HTTP handler's aio; NULL once finished, cancelled or answered 408 */
     nng_aio *rd;   /* allocated at rpc_open, reused */
     char *buf;
     size_t len;
+    nng_time started;  /* when the read began: the oldest is given up first */
+    nng_time deadline; /* reading: answer 408 then; answered: abort the read then */
 };
 
 struct rpc_server {
@@ -74,6 +83,8 @@ struct rpc_server {
     struct pending *pending;
     size_t npending; /* slots: rpc.max_connections */
     struct bodyread *reads;
+    size_t nreads;  /* 2 * rpc.max_connections (see bodyread) */
+    nng_aio *sweep; /* every RPC_SWEEP_MS: body reads past their deadline */
 };
 
 /* A method either fills *result (and returns 0) or sets *code and *msg. */
@@ -1022,23 +1033,21 @@ static void reply_close(nng_aio *aio, uint16_t status)
 static void http_cancel(nng_aio *aio, void *arg, int rv)
 {
     rpc_server *s = arg;
-    nng_aio *rd = NULL;
     bool mine = false;
     nng_mtx_lock(s->mu);
-    for (size_t i = 0; i < s->npending; i++) {
+    for (size_t i = 0; i < s->nreads; i++)
         if (s->reads[i].in_use && s->reads[i].http == aio) {
             s->reads[i].http = NULL;
-            rd = s->reads[i].rd;
+            /* Under the lock: once it is released the slot may serve another request. */
+            nng_aio_abort(s->reads[i].rd, rv);
             mine = true;
         }
+    for (size_t i = 0; i < s->npending; i++)
         if (s->pending[i].in_use && s->pending[i].http == aio) {
             s->pending[i].http = NULL;
             mine = true;
         }
-    }
     nng_mtx_unlock(s->mu);
-    if (rd != NULL)
-        nng_aio_abort(rd, rv);
     if (mine)
         nng_aio_finish(aio, rv);
 }
@@ -1095,27 +1104,80 @@ static void handle_post(nng_aio *aio)
         return;
     }
     nng_mtx_lock(s->mu);
-    struct bodyread *b = NULL;
-    for (size_t i = 0; i < s->npending && !s->closing; i++)
-        if (!s->reads[i].in_use) {
-            b = &s->reads[i];
-            break;
+    struct bodyread *b = NULL, *oldest = NULL;
+    size_t reading = 0;
+    for (size_t i = 0; i < s->nreads && !s->closing; i++) {
+        struct bodyread *r = &s->reads[i];
+        if (!r->in_use) {
+            if (b == NULL)
+                b = r;
+        } else if (r->http != NULL) {
+            reading++;
+            if (oldest == NULL || r->started < oldest->started)
+                oldest = r;
         }
+    }
     char *buf = b != NULL ? malloc((size_t)len) : NULL;
     if (buf == NULL) {
         nng_mtx_unlock(s->mu);
         reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE);
         return;
     }
+    nng_time now = nng_clock();
+    nng_aio *evicted = NULL;
+    if (reading >= s->npending && oldest != NULL) {
+        /* Every allowed body is being read: give up the one that has taken longest. */
+        evicted = oldest->http;
+        oldest->http = NULL;
+        oldest->deadline = now + RPC_DRAIN_MS;
+    }
     b->in_use = true;
     b->http = aio;
     b->buf = buf;
     b->len = (size_t)len;
+    b->started = now;
+    b->deadline = now + node_cfg(s->n)->rpc_body_timeout_ms;
     nng_iov iov = {.iov_buf = buf, .iov_len = (size_t)len};
     nng_aio_set_iov(b->rd, 1, &iov);
     nng_aio_defer(aio, http_cancel, s);
     nng_http_conn_read_all(conn, b->rd);
     nng_mtx_unlock(s->mu);
+    if (evicted != NULL)
+        reply_close(evicted, NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+}
+
+/* sweep_tick answers 408 to each body not read by its deadline (nng then writes that and
+ * closes the connection, which ends the read), and aborts a read whose connection is still
+ * open RPC_DRAIN_MS after its 408 (a client that reads nothing can stall the write). */
+static void sweep_tick(void *arg)
+{
+    rpc_server *s = arg;
+    if (nng_aio_result(s->sweep) != 0)
+        return; /* stopped by rpc_close */
+    nng_aio *late[64];
+    size_t nlate;
+    do {
+        nlate = 0;
+        nng_time now = nng_clock();
+        nng_mtx_lock(s->mu);
+        for (size_t i = 0; i < s->nreads && nlate < 64; i++) {
+            struct bodyread *b = &s->reads[i];
+            if (!b->in_use || now < b->deadline)
+                continue;
+            b->deadline = now + RPC_DRAIN_MS;
+            if (b->http != NULL) {
+                late[nlate++] = b->http;
+                b->http = NULL;
+            } else {
+                nng_aio_abort(b->rd, NNG_ETIMEDOUT); /* read_done releases the slot */
+            }
+        }
+        if (nlate < 64 && !s->closing)
+            nng_sleep_aio(RPC_SWEEP_MS, s->sweep);
+        nng_mtx_unlock(s->mu);
+        for (size_t i = 0; i < nlate; i++)
+            reply_close(late[i], NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+    } while (nlate == 64);
 }
 
 static void handle_health(nng_aio *aio)
@@ -1137,6 +1199,21 @@ static void handle_metrics(nng_aio *aio)
     mtext_free(&t);
 }
 
+/* raise_nofile lifts the soft descriptor limit to the hard one. Each client connection
+ * holds a descriptor until it closes, and nng 1.5's HTTP server has neither a timeout for
+ * request headers nor a cap on connections: at the limit it stops accepting (every client
+ * then waits in the listen backlog) and retries accept in a busy loop. With the soft limit
+ * often 1024, a thousand idle connections would do that; the hard limit (the operator's
+ * choice, e.g. systemd LimitNOFILE) is the connection cap instead (docs/rpc.md, "Limits"). */
+static void raise_nofile(void)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &r); /* best effort: the old limit still works */
+    }
+}
+
 int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1146,10 +1223,12 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
         return -1;
     }
     s->n = n;
+    raise_nofile();
     int rv;
     s->npending = node_cfg(n)->rpc_max_connections;
+    s->nreads = 2 * s->npending;
     s->pending = calloc(s->npending, sizeof *s->pending);
-    s->reads = calloc(s->npending, sizeof *s->reads);
+    s->reads = calloc(s->nreads, sizeof *s->reads);
     if (s->pending == NULL || s->reads == NULL || nng_mtx_alloc(&s->mu) != 0) {
         snprintf(err, errlen, "rpc: out of memory");
         goto fail;
@@ -1160,11 +1239,17 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
             snprintf(err, errlen, "rpc: %s", nng_strerror(rv));
             goto fail;
         }
+    }
+    for (size_t i = 0; i < s->nreads; i++) {
         s->reads[i].s = s;
         if ((rv = nng_aio_alloc(&s->reads[i].rd, read_done, &s->reads[i])) != 0) {
             snprintf(err, errlen, "rpc: %s", nng_strerror(rv));
             goto fail;
         }
+    }
+    if ((rv = nng_aio_alloc(&s->sweep, sweep_tick, s)) != 0) {
+        snprintf(err, errlen, "rpc: %s", nng_strerror(rv));
+        goto fail;
     }
     nng_http_handler *hp = NULL, *hh = NULL;
     if ((rv = nng_url_parse(&s->url, url)) != 0 ||
@@ -1201,6 +1286,7 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
         snprintf(err, errlen, "rpc: cannot listen on %s: %s", url, nng_strerror(rv));
         goto fail;
     }
+    nng_sleep_aio(RPC_SWEEP_MS, s->sweep);
     *out = s;
     return 0;
 fail:
@@ -1220,10 +1306,12 @@ void rpc_close(rpc_server *s)
         s->closing = true;
         nng_mtx_unlock(s->mu);
     }
+    if (s->sweep != NULL)
+        nng_aio_stop(s->sweep);
     for (size_t i = 0; s->pending != NULL && i < s->npending; i++)
         if (s->pending[i].sleep != NULL)
             nng_aio_stop(s->pending[i].sleep);
-    for (size_t i = 0; s->reads != NULL && i < s->npending; i++)
+    for (size_t i = 0; s->reads != NULL && i < s->nreads; i++)
         if (s->reads[i].rd != NULL)
             nng_aio_stop(s->reads[i].rd);
     if (s->srv != NULL) {
@@ -1235,11 +1323,13 @@ void rpc_close(rpc_server *s)
             nng_aio_free(s->pending[i].sleep);
         json_decref(s->pending[i].id);
     }
-    for (size_t i = 0; s->reads != NULL && i < s->npending; i++) {
+    for (size_t i = 0; s->reads != NULL && i < s->nreads; i++) {
         if (s->reads[i].rd != NULL)
             nng_aio_free(s->reads[i].rd);
         free(s->reads[i].buf);
     }
+    if (s->sweep != NULL)
+        nng_aio_free(s->sweep);
     free(s->reads);
     free(s->pending);
     if (s->mu != NULL)

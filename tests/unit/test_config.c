@@ -174,6 +174,7 @@ static void assert_config_equal(const node_config *a, const node_config *b)
     assert_int_equal(a->rpc_max_batch, b->rpc_max_batch);
     assert_int_equal(a->rpc_max_connections, b->rpc_max_connections);
     assert_int_equal(a->rpc_commit_timeout_ms, b->rpc_commit_timeout_ms);
+    assert_int_equal(a->rpc_body_timeout_ms, b->rpc_body_timeout_ms);
     assert_int_equal(a->mempool_max_txs, b->mempool_max_txs);
     assert_int_equal(a->mempool_max_bytes, b->mempool_max_bytes);
     assert_string_equal(a->log_level, b->log_level);
@@ -205,6 +206,7 @@ static const char FULL_TOML[] =
     "max_batch = 10000\n"
     "max_connections = 1\n"
     "commit_timeout_ms = 3_600_000\n"
+    "body_timeout_ms = 100\n"
     "[mempool]\n"
     "max_txs = 16777216\n"
     "max_bytes = 4294967295\n"
@@ -236,6 +238,7 @@ static void test_config_full_file_parses_expected_values(void **state)
     assert_int_equal(c.rpc_max_batch, 10000);
     assert_int_equal(c.rpc_max_connections, 1);
     assert_int_equal(c.rpc_commit_timeout_ms, 3600000);
+    assert_int_equal(c.rpc_body_timeout_ms, 100);
     assert_int_equal(c.mempool_max_txs, 16777216);
     assert_int_equal(c.mempool_max_bytes, 4294967295u);
     assert_string_equal(c.log_level, "debug");
@@ -265,6 +268,7 @@ static void test_config_absent_keys_keep_defaults(void **state)
     assert_int_equal(def.rpc_max_batch, 100);
     assert_int_equal(def.rpc_max_connections, 256);
     assert_int_equal(def.rpc_commit_timeout_ms, 10000);
+    assert_int_equal(def.rpc_body_timeout_ms, 10000);
     assert_int_equal(def.mempool_max_txs, 20000);
     assert_int_equal(def.mempool_max_bytes, 64u << 20);
     assert_string_equal(def.log_level, "info");
@@ -337,6 +341,7 @@ static void test_config_write_round_trip_equal(void **state)
                                        "max_batch",
                                        "max_connections",
                                        "commit_timeout_ms",
+                                       "body_timeout_ms",
                                        "max_txs",
                                        "max_bytes",
                                        "level",
@@ -451,6 +456,8 @@ static void test_config_out_of_range_fails(void **state)
     expect_config_error("[p2p]\nmax_msg_bytes = 67108865\n", 2, "p2p.max_msg_bytes",
                         "out of range");
     expect_config_error("[rpc]\nmax_batch = 0\n", 2, "rpc.max_batch", "must be 1..10000");
+    expect_config_error("[rpc]\nbody_timeout_ms = 99\n", 2, "rpc.body_timeout_ms",
+                        "99 is out of range (must be 100..3600000)");
     expect_config_error("[byzantine]\npercent = 101\n", 2, "byzantine.percent", "must be 0..100");
     expect_config_error("[mempool]\nmax_bytes = 100\n", 2, "mempool.max_bytes",
                         "must be 8192..4294967295");

@@ -1,11 +1,15 @@
 /*
  * test_rpc.c - the JSON-RPC 2.0 server: dispatch, every method that needs no commit, every
- * error path, and real HTTP round trips (health, POST, 413, broadcast_tx_commit timeout).
+ * error path, and real HTTP round trips (health, POST, 413, broadcast_tx_commit timeout, slow
+ * bodies: 408 after rpc.body_timeout_ms, and the oldest given up when all slots are taken).
  *
  * One real node (node0 of a 4-replica testnet made by the built pbftd) runs in-process; the
  * other three validators are absent, so queries and submissions work and nothing commits.
  * The request examples of docs/rpc.md are run against it too.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -27,6 +34,9 @@
 
 #define BASE_PORT 33000
 #define RPC_URL "http://127.0.0.1:33100"
+#define RPC_PORT 33100
+#define MAX_CONNS 4       /* rpc.max_connections here */
+#define BODY_TIMEOUT 2000 /* rpc.body_timeout_ms here */
 
 static node *g_node;
 static char g_dir[600];
@@ -56,6 +66,8 @@ static int setup(void **state)
         return -1;
     c.rpc_commit_timeout_ms = 300;
     c.rpc_max_body_bytes = 65536;
+    c.rpc_max_connections = MAX_CONNS;
+    c.rpc_body_timeout_ms = BODY_TIMEOUT;
     snprintf(c.log_level, sizeof c.log_level, "error");
     if (config_write(path, &c, err, sizeof err) != 0)
         return -1;
@@ -420,6 +432,101 @@ static void test_rpc_http_round_trips_ok_and_413(void **state)
     assert_int_equal(http("GET", "/health", NULL, 0, NULL), 200); /* still serving */
 }
 
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1000 + (double)t.tv_nsec / 1e6;
+}
+
+/* raw_open connects to the RPC port and sends text (no more). */
+static int raw_open(const char *text)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(RPC_PORT)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(send(fd, text, strlen(text), 0), (ssize_t)strlen(text));
+    return fd;
+}
+
+/* poll_answers waits until ms have passed or every open fd[i] (done[i] < 0) was answered;
+ * records the HTTP status (0: closed without one) in st[i] and the time in done[i]. */
+static void poll_answers(const int *fd, int *st, double *done, int n, double t0, double ms)
+{
+    for (;;) {
+        struct pollfd p[MAX_CONNS + 1];
+        int left = 0;
+        for (int i = 0; i < n; i++) {
+            p[i].fd = done[i] < 0 ? fd[i] : -1;
+            p[i].events = POLLIN;
+            left += done[i] < 0;
+        }
+        double wait = t0 + ms - now_ms();
+        if (left == 0 || wait <= 0)
+            return;
+        if (poll(p, (nfds_t)n, (int)wait + 1) <= 0)
+            continue;
+        for (int i = 0; i < n; i++)
+            if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                char b[256];
+                ssize_t k = recv(fd[i], b, sizeof b - 1, 0);
+                st[i] = 0;
+                if (k > 0) {
+                    b[k] = 0;
+                    if (sscanf(b, "HTTP/1.1 %d", &st[i]) != 1)
+                        st[i] = -1;
+                }
+                done[i] = now_ms() - t0;
+            }
+    }
+}
+
+/* Slow clients cannot hold the server: with every one of rpc.max_connections body slots
+ * taken by a body that trickles, the next request takes the oldest's slot (that one gets 408
+ * at once) and a normal request is still served; a body not read within rpc.body_timeout_ms
+ * gets 408 then, not before. */
+static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
+{
+    (void)state;
+    const char *slow = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[";
+    int fd[MAX_CONNS + 1], st[MAX_CONNS + 1];
+    double done[MAX_CONNS + 1];
+    double t0 = now_ms();
+    for (int i = 0; i <= MAX_CONNS; i++) {
+        fd[i] = raw_open(slow);
+        st[i] = -1;
+        done[i] = -1;
+    }
+    /* One more than the slots: exactly one is given up, long before the timeout. */
+    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT * 0.75);
+    int early = 0;
+    for (int i = 0; i <= MAX_CONNS; i++)
+        if (done[i] >= 0) {
+            assert_int_equal(st[i], 408);
+            early++;
+        }
+    assert_int_equal(early, 1);
+    /* A normal request still gets its answer (giving up one more slow body). */
+    char *out;
+    const char *b = "{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":3}";
+    assert_int_equal(http("POST", "/", b, strlen(b), &out), 200);
+    assert_string_equal(out, "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":3}");
+    free(out);
+    /* The others time out: 408 after rpc.body_timeout_ms. */
+    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT + 5000);
+    int timed_out = 0;
+    for (int i = 0; i <= MAX_CONNS; i++) {
+        assert_int_equal(st[i], 408);
+        assert_true(done[i] >= 0);
+        timed_out += done[i] >= BODY_TIMEOUT * 0.95;
+        close(fd[i]);
+    }
+    assert_true(timed_out >= MAX_CONNS - 1);
+    assert_int_equal(http("GET", "/health", NULL, 0, NULL), 200);
+}
+
 /* broadcast_tx_commit over HTTP waits asynchronously and times out with -32011 and the hash
  * (nothing commits with 3 of 4 validators absent). */
 static void test_rpc_commit_no_quorum_timeout(void **state)
@@ -519,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_rpc_queries_happy_path),
         cmocka_unit_test(test_rpc_http_round_trips_ok_and_413),
         cmocka_unit_test(test_rpc_commit_no_quorum_timeout),
+        cmocka_unit_test(test_rpc_slow_bodies_408_and_no_lockout),
         cmocka_unit_test(test_rpc_doc_examples_answered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
