@@ -28,6 +28,14 @@
 #define NODE_QUEUE 65536  /* peer frames waiting for the loop */
 #define NODE_RQUEUE 16384 /* client transactions waiting for the loop */
 #define NODE_VQUEUE 16384 /* frames waiting for verification */
+/* Frames from a connection not known to carry valid frames (a new one, or one whose last
+ * frame failed its checks) wait in a separate, smaller queue, checked only by some of the
+ * workers and after the others: a peer outside the validator set cannot crowd out, delay or
+ * take every worker from the frames of the validators (docs/operations.md, "Hostile
+ * peers"). A connection is trusted once a frame from it verifies. */
+#define NODE_LQUEUE 4096
+#define NODE_LOW_BYTES (64u << 20)
+#define NODE_TRUSTED 128 /* connections remembered as trusted */
 /* Bytes of peer frames held between arrival and the loop (both queues): the counts above
  * alone would let a peer pin 16,384 frames of p2p.max_msg_bytes each. */
 #define NODE_FRAME_BYTES (256u << 20)
@@ -64,6 +72,7 @@ struct qev {
     size_t n;
     bool pre;
     struct waiter *w;
+    uint32_t conn; /* frames: the connection it came on */
 };
 
 struct ring {
@@ -103,7 +112,13 @@ struct node {
     struct ring q;      /* verified peer frames */
     struct ring rq;     /* client transactions: served after frames, so a flood of requests
                            cannot delay the protocol messages that commit them */
-    struct ring vq;
+    struct ring vq;     /* frames to verify, from trusted connections */
+    struct ring lq;     /* frames to verify, from other connections (NODE_LQUEUE) */
+    uint64_t low_bytes; /* bytes of the frames in lq (under mu) */
+    uint32_t low_busy;  /* workers checking a frame from lq (under mu) */
+    uint32_t low_max;   /* at most this many at once */
+    uint32_t trusted[NODE_TRUSTED]; /* connections whose last checked frame verified; 0: none */
+    uint32_t trusted_next;
     volatile sig_atomic_t stop_flag;
     volatile sig_atomic_t byz_flag; /* SIGUSR1: activate the armed adversary */
     bool stop;
@@ -156,6 +171,9 @@ struct node {
         uint64_t t_ms;
     } * dup;              /* NODE_DUP_SLOTS, under txc_mu stripes */
     uint64_t dup_dropped; /* atomic */
+    /* Frames the verify workers dropped for the core's first reasons (atomics): added to the
+     * core's counts in the status. */
+    uint64_t pre_drops[PBFT_DROP__COUNT];
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -195,19 +213,32 @@ static bool ring_pop(struct ring *r, struct qev *e)
     return true;
 }
 
+/* trusted_slot returns conn's index in n->trusted, or -1 (under mu). */
+static int trusted_slot(const node *n, uint32_t conn)
+{
+    for (int i = 0; conn != 0 && i < NODE_TRUSTED; i++)
+        if (n->trusted[i] == conn)
+            return i;
+    return -1;
+}
+
 /* on_recv runs on an nng thread: copy the frame and hand it to the verify workers. */
-static void on_recv(void *ctx, const uint8_t *p, size_t len)
+static void on_recv(void *ctx, uint32_t conn, const uint8_t *p, size_t len)
 {
     node *n = ctx;
-    struct qev e = {.kind = EV_FRAME, .n = len};
+    struct qev e = {.kind = EV_FRAME, .n = len, .conn = conn};
     e.p = malloc(len ? len : 1);
     if (e.p == NULL)
         return;
     memcpy(e.p, p, len);
     pthread_mutex_lock(&n->mu);
-    bool ok = !n->stop && n->frame_bytes + len <= NODE_FRAME_BYTES && ring_push(&n->vq, &e);
+    bool hi = trusted_slot(n, conn) >= 0;
+    bool ok = !n->stop && n->frame_bytes + len <= NODE_FRAME_BYTES &&
+              (hi || n->low_bytes + len <= NODE_LOW_BYTES) && ring_push(hi ? &n->vq : &n->lq, &e);
     if (ok) {
         n->frame_bytes += len;
+        if (!hi)
+            n->low_bytes += len;
         pthread_cond_signal(&n->vcv);
     } else {
         n->dropped_queue++;
@@ -341,35 +372,83 @@ static void msglog_record(node *n, const uint8_t *p, size_t len)
     evlog_emit(n->mlog, "msg", f);
 }
 
+/* worker_done ends a worker's check of a frame (under mu): verdict > 0, the frame verified
+ * and its connection is trusted from now on; < 0, it failed its first checks, which a
+ * validator's frame never does, and the connection is no longer trusted. (It is not closed:
+ * nng 1.5 leaks the descriptor of a connection closed from this side.) */
+static void worker_done(node *n, bool low, uint32_t conn, int verdict)
+{
+    if (low) {
+        n->low_busy--;
+        if (n->lq.len > 0)
+            pthread_cond_signal(&n->vcv);
+    }
+    int i = trusted_slot(n, conn);
+    if (verdict > 0 && i < 0 && conn != 0)
+        n->trusted[n->trusted_next++ % NODE_TRUSTED] = conn;
+    else if (verdict < 0 && i >= 0)
+        n->trusted[i] = 0;
+}
+
 static void *worker_main(void *arg)
 {
     node *n = arg;
     for (;;) {
         struct qev e;
         pthread_mutex_lock(&n->mu);
-        while (!n->stop && n->vq.len == 0)
+        while (!n->stop && n->vq.len == 0 && (n->lq.len == 0 || n->low_busy >= n->low_max))
             pthread_cond_wait(&n->vcv, &n->mu);
         if (n->stop) {
             pthread_mutex_unlock(&n->mu);
             return NULL;
         }
-        ring_pop(&n->vq, &e);
+        bool low = !ring_pop(&n->vq, &e);
+        if (low) {
+            ring_pop(&n->lq, &e);
+            n->low_bytes -= e.n;
+            n->low_busy++;
+        }
         pthread_mutex_unlock(&n->mu);
         const uint8_t *sig = NULL;
         if (frame_sig(e.p, e.n, &sig) && dup_check(n, sig, false)) {
             __atomic_fetch_add(&n->dup_dropped, 1, __ATOMIC_RELAXED);
             pthread_mutex_lock(&n->mu);
             n->frame_bytes -= e.n;
+            worker_done(n, low, e.conn, 0);
             pthread_mutex_unlock(&n->mu);
             free(e.p);
             continue;
         }
-        /* A frame that fails goes on unverified: the core re-checks it and counts the exact
-         * drop reason. */
-        e.pre = pbft_frame_preverify_cached(&n->pc, e.p, e.n, &n->txcache) == 0;
+        /* A frame that is malformed, from no validator, claims to be ours or fails its
+         * envelope signature is dropped here and counted under the reason the core would give
+         * (it checks in this order): such frames cost no verification on the loop thread, so
+         * a peer sending them cannot slow consensus down. A frame failing later checks (a
+         * PRE-PREPARE's block) goes on unverified: the core re-checks it and counts why. */
+        pbft_env env;
+        int why;
+        if (e.n > PBFT_MAX_MSG_BYTES || pbft_frame_decode(e.p, e.n, &env) != PBFT_OK)
+            why = PBFT_DROP_MALFORMED + 1;
+        else if (env.sender >= n->pc.n)
+            why = PBFT_DROP_UNKNOWN_SENDER + 1;
+        else if (env.sender == n->pc.id)
+            why = PBFT_DROP_SELF + 1;
+        else
+            why = pbft_frame_preverify_cached(&n->pc, e.p, e.n, &n->txcache);
+        if (why == PBFT_DROP_MALFORMED + 1 || why == PBFT_DROP_UNKNOWN_SENDER + 1 ||
+            why == PBFT_DROP_SELF + 1 || why == PBFT_DROP_BAD_SIGNATURE + 1) {
+            __atomic_fetch_add(&n->pre_drops[why - 1], 1, __ATOMIC_RELAXED);
+            pthread_mutex_lock(&n->mu);
+            n->frame_bytes -= e.n;
+            worker_done(n, low, e.conn, -1);
+            pthread_mutex_unlock(&n->mu);
+            free(e.p);
+            continue;
+        }
+        e.pre = why == 0;
         if (e.pre && sig != NULL)
             dup_check(n, sig, true);
         pthread_mutex_lock(&n->mu);
+        worker_done(n, low, e.conn, e.pre ? 1 : 0);
         bool ok = !n->stop && ring_push(&n->q, &e);
         if (ok) {
             pthread_cond_signal(&n->cv);
@@ -598,6 +677,8 @@ static void update_status(node *n)
     s.stable = pbft_replica_stable(n->r);
     s.pending = pbft_replica_pending(n->r);
     s.stats = *pbft_replica_stats(n->r);
+    for (int d = 0; d < PBFT_DROP__COUNT; d++)
+        s.stats.drops[d] += __atomic_load_n(&n->pre_drops[d], __ATOMIC_RELAXED);
     s.catching_up = pbft_replica_catching_up(n->r);
     uint64_t up = 0;
     for (uint16_t j = 0; j < n->pc.n; j++) {
@@ -905,6 +986,14 @@ void node_metrics(node *n, mtext *t)
                      (unsigned long long)s.stats.drops[i]);
     mtext_metric(t, "pbft_dropped_queue_full_total", "counter",
                  "Peer frames dropped because a node queue was full.", (double)s.dropped_queue);
+    transport_listen_stats ls;
+    transport_listen_stats_get(n->tp, &ls);
+    mtext_metric(t, "pbft_p2p_connections_accepted_total", "counter",
+                 "Inbound peer connections accepted (from anyone).", (double)ls.accepted);
+    mtext_metric(t, "pbft_p2p_receive_errors_total", "counter",
+                 "Inbound peer connections closed by the transport on a receive error, before "
+                 "the node saw the frame: one over p2p.max_msg_bytes, or cut short.",
+                 (double)ls.rx_errors);
     mtext_metric(t, "pbft_peers", "gauge", "Other validators.", (double)(n->pc.n - 1));
     mtext_metric(t, "pbft_peers_connected", "gauge", "Other validators with a connection up.",
                  (double)s.peers_connected);
@@ -1355,7 +1444,10 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     n->rq.v = calloc(NODE_RQUEUE, sizeof *n->rq.v);
     n->vq.cap = NODE_VQUEUE;
     n->vq.v = calloc(NODE_VQUEUE, sizeof *n->vq.v);
-    if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->vq.v == NULL) {
+    n->lq.cap = NODE_LQUEUE;
+    n->lq.v = calloc(NODE_LQUEUE, sizeof *n->lq.v);
+    if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->vq.v == NULL ||
+        n->lq.v == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1394,6 +1486,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
         n->nworkers = 1;
     if (n->nworkers > NODE_MAX_WORKERS)
         n->nworkers = NODE_MAX_WORKERS;
+    n->low_max = n->nworkers > 1 ? n->nworkers / 2 : 1;
     for (uint32_t i = 0; i < n->nworkers; i++)
         if (pthread_create(&n->workers[i], NULL, worker_main, n) != 0) {
             n->nworkers = i;
@@ -1467,7 +1560,7 @@ void node_close(node *n)
         }
         free(e.p);
     }
-    while (ring_pop(&n->vq, &e))
+    while (ring_pop(&n->vq, &e) || ring_pop(&n->lq, &e))
         free(e.p);
     for (size_t i = 0; i < n->nouts; i++)
         free(n->outs[i].p);
@@ -1476,6 +1569,7 @@ void node_close(node *n)
     free(n->q.v);
     free(n->rq.v);
     free(n->vq.v);
+    free(n->lq.v);
     store_batch_free(n->batch);
     pbft_replica_free(n->r);
     pbft_byz_free(n->byz);

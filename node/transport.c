@@ -20,6 +20,7 @@ struct peer {
 struct transport {
     transport_config c;
     nng_socket pull;
+    nng_listener listener;
     bool pull_open;
     nng_aio *aio;
     struct peer peers[PBFT_MAX_N];
@@ -45,7 +46,8 @@ static void recv_cb(void *arg)
     if (rv == 0) {
         nng_msg *m = nng_aio_get_msg(t->aio);
         __atomic_add_fetch(&t->received, 1, __ATOMIC_RELAXED);
-        t->c.on_recv(t->c.ctx, nng_msg_body(m), nng_msg_len(m));
+        int conn = nng_pipe_id(nng_msg_get_pipe(m));
+        t->c.on_recv(t->c.ctx, conn > 0 ? (uint32_t)conn : 0, nng_msg_body(m), nng_msg_len(m));
         nng_msg_free(m);
     }
     nng_recv_aio(t->pull, t->aio);
@@ -68,7 +70,7 @@ int transport_open(const transport_config *c, transport **out, char *err, size_t
     t->pull_open = true;
     nng_socket_set_size(t->pull, NNG_OPT_RECVMAXSZ, c->max_msg_bytes);
     nng_socket_set_int(t->pull, NNG_OPT_RECVBUF, 1024);
-    if ((rv = nng_listen(t->pull, c->listen, NULL, 0)) != 0) {
+    if ((rv = nng_listen(t->pull, c->listen, &t->listener, 0)) != 0) {
         snprintf(err, errlen, "transport: cannot listen on %s: %s", c->listen, nng_strerror(rv));
         goto fail;
     }
@@ -161,4 +163,22 @@ void transport_peer_stats_get(transport *t, uint16_t peer, transport_peer_stats 
     out->dropped_large = __atomic_load_n(&pe->st.dropped_large, __ATOMIC_RELAXED);
     out->connected = __atomic_load_n(&pe->st.connected, __ATOMIC_RELAXED);
     out->received = __atomic_load_n(&t->received, __ATOMIC_RELAXED);
+}
+
+static uint64_t stat_u64(nng_stat *parent, const char *name)
+{
+    nng_stat *s = parent != NULL ? nng_stat_find(parent, name) : NULL;
+    return s != NULL ? nng_stat_value(s) : 0;
+}
+
+void transport_listen_stats_get(transport *t, transport_listen_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    nng_stat *root;
+    if (t == NULL || nng_stats_get(&root) != 0)
+        return;
+    nng_stat *l = nng_stat_find_listener(root, t->listener);
+    out->accepted = stat_u64(l, "accept");
+    out->rx_errors = stat_u64(l, "other");
+    nng_stats_free(root);
 }

@@ -23,8 +23,9 @@
 
 typedef struct transport transport;
 
-/* Called on an nng thread for every frame received; p/n are valid only during the call. */
-typedef void (*transport_recv_fn)(void *ctx, const uint8_t *p, size_t n);
+/* Called on an nng thread for every frame received; p/n are valid only during the call.
+ * conn identifies the connection it came on (nonzero while it lasts; anyone can connect). */
+typedef void (*transport_recv_fn)(void *ctx, uint32_t conn, const uint8_t *p, size_t n);
 
 typedef struct {
     const char *listen;            /* tcp://host:port to listen on */
@@ -57,5 +58,15 @@ int transport_send(transport *t, uint16_t to, const uint8_t *p, size_t n);
 
 /* transport_peer_stats copies a peer's counters (thread-safe). */
 void transport_peer_stats_get(transport *t, uint16_t peer, transport_peer_stats *out);
+
+/* What nng's statistics say about the listener (inbound connections, from anyone). A frame
+ * over max_msg_bytes never reaches on_recv: nng reads its length prefix, closes the
+ * connection and counts a receive error (its listener statistic "other", where it also
+ * counts a frame cut short by its sender's close). Zeros if nng keeps no statistics. */
+typedef struct {
+    uint64_t accepted;  /* connections accepted */
+    uint64_t rx_errors; /* connections closed on an oversized (or truncated) frame */
+} transport_listen_stats;
+void transport_listen_stats_get(transport *t, transport_listen_stats *out);
 
 #endif
