@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Transactions sent in bursts through backups execute in nonce order: every account's
+# nonce on every replica ends at the number of transfers it sent (none failed bad_nonce).
+# A backup forwards each transaction to the primary as a REQUEST; the primary's verify
+# workers check them in parallel and must hand them to the core in arrival order, or
+# nonces k and k+1 arrive swapped and k+1 fails (found by the peer abuse test).
+#
+# KNOWN TO FAIL today (docs/security.md, finding 16): not registered in tests/CMakeLists.txt.
+# Register it (ports 24800) with the fix. Run by hand:
+#   PBFT_BIN=build PBFT_BASE_PORT=24800 tests/integration/backup_order.sh
+# ORDER_RPC=URL[,URL...] sends elsewhere (through the primary it passes).
+. "$(dirname "$0")/netlib.sh"
+net_create 4
+start_all
+accounts=4
+per=250
+"$BIN/pbft-load" --net "$NET" --rpc "${ORDER_RPC:-$(rpc 1),$(rpc 2),$(rpc 3)}" --txs $((accounts * per)) \
+    --accounts "$accounts" --threads 2 --batch 50 --follow "$(rpc 0)" >"$DIR/load.json" \
+    2>"$DIR/load.err" || true # it exits 1 when some did not commit; the nonces say why
+log "load: $(tail -1 "$DIR/load.json")"
+nonce_of() { # NODE ACCOUNT
+    local pk
+    pk=$(sed -n 's/.*"public_key": *"\([0-9a-f]*\)".*/\1/p' "$NET/accounts/account$2.json")
+    cli "$1" --json account "$pk" 2>/dev/null | sed -n 's/.*"nonce": *"\([0-9]*\)".*/\1/p'
+}
+all_nonces() {
+    local i a
+    for i in 0 1 2 3; do
+        for a in $(seq 0 $((accounts - 1))); do
+            [ "$(nonce_of "$i" "$a")" = "$per" ] || return 1
+        done
+    done
+}
+end=$((SECONDS + 60))
+until all_nonces; do
+    if [ "$SECONDS" -ge "$end" ]; then
+        for a in $(seq 0 $((accounts - 1))); do
+            log "account$a: nonce $(nonce_of 0 "$a") of $per at node0"
+        done
+        fail "some transfers sent through backups did not execute in order (bad_nonce)"
+    fi
+    sleep 0.2
+done
+log "every account executed all $per transfers in order on all 4 replicas"
+log "ok"
