@@ -15,33 +15,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    fz_check(f != NULL);
-    fz_check(fseek(f, 0, SEEK_END) == 0);
-    long len = ftell(f);
-    fz_check(len >= 0);
-    rewind(f);
-    char *b = malloc((size_t)len + 1);
-    fz_check(b != NULL && fread(b, 1, (size_t)len, f) == (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void path_for(char *out, size_t cap, const char *what)
-{
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(out, cap, "%s/pbft-fuzz-config-%ld-%s", dir, (long)getpid(), what);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char in[256], a[256], b[256], err[512];
-    path_for(in, sizeof in, "in.toml");
-    path_for(a, sizeof a, "a.toml");
-    path_for(b, sizeof b, "b.toml");
+    fz_tmp_path(in, sizeof in, "config", "in.toml");
+    fz_tmp_path(a, sizeof a, "config", "a.toml");
+    fz_tmp_path(b, sizeof b, "config", "b.toml");
     FILE *f = fopen(in, "wb");
     fz_check(f != NULL && fwrite(data, 1, size, f) == size);
     fclose(f);
@@ -57,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         fz_check(config_write(b, &c2, err, sizeof err) == 0);
         size_t na, nb;
-        char *ba = slurp(a, &na), *bb = slurp(b, &nb);
+        char *ba = fz_slurp(a, &na), *bb = fz_slurp(b, &nb);
         fz_check(na == nb && memcmp(ba, bb, na) == 0);
         free(ba);
         free(bb);

@@ -9,6 +9,28 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+enum { EL_TX, EL_BLOCK, EL_SIGNED };
+
+/* put_elem_of encodes a decoded part into its own buffer and appends it to w as a
+ * length-prefixed list element (u32 length, bytes), as the wire format nests them. */
+static int put_elem_of(pbft_wbuf *w, int kind, const void *v)
+{
+    pbft_wbuf inner = {0};
+    pbft_wbuf_init(&inner, 1u << 26);
+    int rc = 0;
+    if (kind == EL_TX)
+        fz_tx(&inner, v);
+    else if (kind == EL_BLOCK)
+        rc = fz_block(&inner, v);
+    else
+        rc = fz_signed(&inner, v);
+    if (rc == 0)
+        pbft_put_elem(w, inner.p, inner.len);
+    pbft_wbuf_free(&inner);
+    return rc;
+}
 
 void fz_tx(pbft_wbuf *w, const pbft_tx *tx)
 {
@@ -44,11 +66,7 @@ int fz_block(pbft_wbuf *w, const pbft_block *b)
         pbft_tx tx;
         if (pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK)
             return -1; /* the block decoder promised every transaction decodes */
-        pbft_wbuf inner = {0};
-        pbft_wbuf_init(&inner, 1u << 26);
-        fz_tx(&inner, &tx);
-        pbft_put_elem(w, inner.p, inner.len);
-        pbft_wbuf_free(&inner);
+        (void)put_elem_of(w, EL_TX, &tx);
         k++;
     }
     return k == b->ntx ? 0 : -1;
@@ -64,13 +82,7 @@ static int list(pbft_wbuf *w, const pbft_list *l, uint8_t type)
         pbft_env e;
         if (pbft_signed_decode(m.p, m.n, type, &e) != PBFT_OK)
             return -1; /* the decoder promised every embedded message is well formed */
-        pbft_wbuf inner = {0};
-        pbft_wbuf_init(&inner, 1u << 26);
-        int rc = fz_signed(&inner, &e);
-        if (rc == 0)
-            pbft_put_elem(w, inner.p, inner.len);
-        pbft_wbuf_free(&inner);
-        if (rc != 0)
+        if (put_elem_of(w, EL_SIGNED, &e) != 0)
             return -1;
         k++;
     }
@@ -117,13 +129,7 @@ static int body(pbft_wbuf *w, uint8_t type, pbft_span b)
             pbft_env e;
             if (pbft_signed_decode(pp.p, pp.n, PBFT_MSG_PREPREPARE, &e) != PBFT_OK)
                 return -1;
-            pbft_wbuf inner = {0};
-            pbft_wbuf_init(&inner, 1u << 26);
-            int rc = fz_signed(&inner, &e);
-            if (rc == 0)
-                pbft_put_elem(w, inner.p, inner.len);
-            pbft_wbuf_free(&inner);
-            if (rc != 0 || list(w, &prepares, PBFT_MSG_PREPARE) != 0)
+            if (put_elem_of(w, EL_SIGNED, &e) != 0 || list(w, &prepares, PBFT_MSG_PREPARE) != 0)
                 return -1;
             k++;
         }
@@ -161,13 +167,7 @@ static int body(pbft_wbuf *w, uint8_t type, pbft_span b)
             pbft_block bl;
             if (pbft_block_decode(blk.p, blk.n, &bl) != PBFT_OK)
                 return -1; /* the state reply decoder checks its blocks */
-            pbft_wbuf inner = {0};
-            pbft_wbuf_init(&inner, 1u << 26);
-            int rc = fz_block(&inner, &bl);
-            if (rc == 0)
-                pbft_put_elem(w, inner.p, inner.len);
-            pbft_wbuf_free(&inner);
-            if (rc != 0 || list(w, &cert, PBFT_MSG_COMMIT) != 0)
+            if (put_elem_of(w, EL_BLOCK, &bl) != 0 || list(w, &cert, PBFT_MSG_COMMIT) != 0)
                 return -1;
             k++;
         }
@@ -178,12 +178,7 @@ static int body(pbft_wbuf *w, uint8_t type, pbft_span b)
         pbft_tx tx;
         if (pbft_request_decode(b, &t) != PBFT_OK || pbft_tx_decode(t.p, t.n, &tx) != PBFT_OK)
             return -1;
-        pbft_wbuf inner = {0};
-        pbft_wbuf_init(&inner, 1u << 26);
-        fz_tx(&inner, &tx);
-        pbft_put_elem(w, inner.p, inner.len);
-        pbft_wbuf_free(&inner);
-        return 0;
+        return put_elem_of(w, EL_TX, &tx);
     }
     case PBFT_MSG_COMPLAINT: {
         pbft_complaint_msg c;
@@ -223,4 +218,25 @@ int fz_frame(pbft_wbuf *w, const pbft_env *e)
         return -1;
     pbft_put_attach(w, e->attach.p, e->attach.n);
     return 0;
+}
+
+void fz_tmp_path(char *out, size_t cap, const char *target, const char *what)
+{
+    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(out, cap, "%s/pbft-fuzz-%s-%ld-%s", dir, target, (long)getpid(), what);
+}
+
+char *fz_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    fz_check(f != NULL);
+    fz_check(fseek(f, 0, SEEK_END) == 0);
+    long len = ftell(f);
+    fz_check(len >= 0);
+    rewind(f);
+    char *b = malloc((size_t)len + 1);
+    fz_check(b != NULL && fread(b, 1, (size_t)len, f) == (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
 }
