@@ -706,8 +706,10 @@ static void *loop_main(void *arg)
         size_t got = 0;
         pthread_mutex_lock(&n->mu);
         for (;;) {
-            if (n->stop_flag)
-                n->stop = true;
+            /* Only node_close stops the loop (n->stop), not the signal's stop_flag: node_close
+             * closes RPC first, and an RPC handler waiting in node_submit needs the loop to
+             * answer it. The loop stopping on the signal itself deadlocked that (a replica
+             * that never exited on SIGTERM under load, seen in backup_restart). */
             if (n->stop || n->q.len > 0 || n->rq.len > 0)
                 break;
             uint64_t t = now_ms(n);
@@ -726,8 +728,6 @@ static void *loop_main(void *arg)
             ts.tv_sec += (time_t)(ms / 1000) + ts.tv_nsec / 1000000000L;
             ts.tv_nsec %= 1000000000L;
             pthread_cond_timedwait(&n->cv, &n->mu, &ts);
-            if (n->stop_flag)
-                n->stop = true;
             break;
         }
         if (n->stop) {
