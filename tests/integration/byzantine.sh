@@ -66,9 +66,9 @@ bogus-state)
     grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted"
     grep -q '"event":"state_transfer_done"' "$out/events-node1.jsonl" ||
         fail "the wiped replica never caught up"
-    # ... and stayed caught up: the liar's inflated claims must not reopen the transfer.
-    grep '"event":"state_transfer_' "$out/events-node1.jsonl" | tail -1 |
-        grep -q state_transfer_done || fail "the wiped replica was left catching up"
+    # (That the liar's inflated claims cannot keep it catching up is asserted in the unit
+    # tests test_replica_state_transfer_*liar_cannot_keep_it_open: here, at the moment the
+    # run ends, an honest lag may have a transfer legitimately in flight.)
     ;;
 equivocate)
     grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted"
