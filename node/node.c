@@ -20,6 +20,7 @@
 #include "node/ledger.h"
 #include "node/log.h"
 #include "node/metrics.h"
+#include "node/order.h"
 #include "node/transport.h"
 #include "rpc/rpc.h"
 #include "storage/store.h"
@@ -55,6 +56,10 @@
  * retransmissions come after resend_ms (500 ms by default) and pass. */
 #define NODE_DUP_SLOTS 16384
 #define NODE_DUP_WINDOW_MS 200
+/* In-order hand-off (node/order.h): connections with frames in flight tracked at once, and
+ * frames verified early held for an earlier one of their connection. */
+#define NODE_ORDER_SLOTS 1024
+#define NODE_ORDER_PARKED 4096
 
 enum { EV_FRAME = 1, EV_REQUEST = 2 };
 
@@ -73,6 +78,7 @@ struct qev {
     bool pre;
     struct waiter *w;
     uint32_t conn; /* frames: the connection it came on */
+    order_tag tag; /* frames: its place on that connection */
 };
 
 struct ring {
@@ -114,6 +120,7 @@ struct node {
                            cannot delay the protocol messages that commit them */
     struct ring vq;     /* frames to verify, from trusted connections */
     struct ring lq;     /* frames to verify, from other connections (NODE_LQUEUE) */
+    order *ord;         /* verified frames go to q in their connection's arrival order */
     uint64_t low_bytes; /* bytes of the frames in lq (under mu) */
     uint32_t low_busy;  /* workers checking a frame from lq (under mu) */
     uint32_t low_max;   /* at most this many at once */
@@ -233,9 +240,12 @@ static void on_recv(void *ctx, uint32_t conn, const uint8_t *p, size_t len)
     memcpy(e.p, p, len);
     pthread_mutex_lock(&n->mu);
     bool hi = trusted_slot(n, conn) >= 0;
+    struct ring *to = hi ? &n->vq : &n->lq;
     bool ok = !n->stop && n->frame_bytes + len <= NODE_FRAME_BYTES &&
-              (hi || n->low_bytes + len <= NODE_LOW_BYTES) && ring_push(hi ? &n->vq : &n->lq, &e);
+              (hi || n->low_bytes + len <= NODE_LOW_BYTES) && to->len < to->cap;
     if (ok) {
+        e.tag = order_arrive(n->ord, conn);
+        ring_push(to, &e);
         n->frame_bytes += len;
         if (!hi)
             n->low_bytes += len;
@@ -390,6 +400,26 @@ static void worker_done(node *n, bool low, uint32_t conn, int verdict)
         n->trusted[i] = 0;
 }
 
+/* to_loop passes a verified frame to the loop (under mu), called by order_done in its
+ * connection's order. */
+static void to_loop(void *ctx, void *item)
+{
+    node *n = ctx;
+    struct qev *e = item;
+    if (!n->stop && ring_push(&n->q, e)) {
+        pthread_cond_signal(&n->cv);
+    } else {
+        n->dropped_queue++;
+        n->frame_bytes -= e->n;
+        free(e->p);
+    }
+}
+
+static void release_frame(void *item)
+{
+    free(((struct qev *)item)->p);
+}
+
 static void *worker_main(void *arg)
 {
     node *n = arg;
@@ -415,6 +445,7 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&n->mu);
             n->frame_bytes -= e.n;
             worker_done(n, low, e.conn, 0);
+            order_done(n->ord, e.tag, NULL, to_loop, n);
             pthread_mutex_unlock(&n->mu);
             free(e.p);
             continue;
@@ -440,6 +471,7 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&n->mu);
             n->frame_bytes -= e.n;
             worker_done(n, low, e.conn, -1);
+            order_done(n->ord, e.tag, NULL, to_loop, n);
             pthread_mutex_unlock(&n->mu);
             free(e.p);
             continue;
@@ -449,16 +481,8 @@ static void *worker_main(void *arg)
             dup_check(n, sig, true);
         pthread_mutex_lock(&n->mu);
         worker_done(n, low, e.conn, e.pre ? 1 : 0);
-        bool ok = !n->stop && ring_push(&n->q, &e);
-        if (ok) {
-            pthread_cond_signal(&n->cv);
-        } else {
-            n->dropped_queue++;
-            n->frame_bytes -= e.n;
-        }
+        order_done(n->ord, e.tag, &e, to_loop, n);
         pthread_mutex_unlock(&n->mu);
-        if (!ok)
-            free(e.p);
     }
 }
 
@@ -1446,8 +1470,9 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     n->vq.v = calloc(NODE_VQUEUE, sizeof *n->vq.v);
     n->lq.cap = NODE_LQUEUE;
     n->lq.v = calloc(NODE_LQUEUE, sizeof *n->lq.v);
+    n->ord = order_new(NODE_ORDER_SLOTS, NODE_ORDER_PARKED, sizeof(struct qev));
     if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->vq.v == NULL ||
-        n->lq.v == NULL) {
+        n->lq.v == NULL || n->ord == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1562,6 +1587,7 @@ void node_close(node *n)
     }
     while (ring_pop(&n->vq, &e) || ring_pop(&n->lq, &e))
         free(e.p);
+    order_free(n->ord, release_frame);
     for (size_t i = 0; i < n->nouts; i++)
         free(n->outs[i].p);
     free(n->outs);
