@@ -116,6 +116,9 @@ struct txent {
     uint8_t *tx;
     uint32_t n;
     uint64_t arrival_ms;
+    /* Admission order: a burst arrives within one ms, and one client's transfers must keep
+     * their order (nonces) when a new primary re-proposes held transactions. */
+    uint64_t arrival_no;
     uint64_t fwd_ms;
     /* Primary monitoring: when this replica first sent it to the primary of view
      * mon_fwd_view - 1 (0: not in any view yet). Waiting is counted from there. */
@@ -166,7 +169,8 @@ struct pbft_replica {
     bool mon_overflow; /* a forward did not fit: rebuild at the next check */
 
     uint64_t now;
-    uint64_t wall; /* wall-clock ms for block timestamps (0: use now) */
+    uint64_t arrivals; /* transactions admitted so far (txent.arrival_no) */
+    uint64_t wall;     /* wall-clock ms for block timestamps (0: use now) */
     bool started;
 
     /* View state [OSDI §4.4]. */
@@ -2291,16 +2295,23 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
     e->tx = c;
     e->n = (uint32_t)n;
     e->arrival_ms = r->now;
+    e->arrival_no = r->arrivals++;
     r->held++;
     r->held_bytes += n;
     if (is_primary(r) && !r->in_vc) {
         enqueue_tx(r, e);
-    } else if (from_client && !r->in_vc) {
+    } else if (from_client) {
         /* To every replica, not only the primary: then every correct backup watches it, and
-         * a primary that censors it is timed out by 2f+1 of them together. */
+         * a primary that censors it is timed out by 2f+1 of them together. During a view
+         * change too: the next primary, whichever it is, then holds one client's
+         * transactions in the order this replica took them, and proposes them in that order
+         * (install_newview). Held back until the new view, they raced the client's newer
+         * ones there and failed bad_nonce (docs/security.md, finding 16). Monitoring starts
+         * with the view (do_resend). */
         e->fwd_ms = r->now;
         send_request_to(r, PBFT_TO_ALL, p, n);
-        mon_forwarded(r, e);
+        if (!r->in_vc)
+            mon_forwarded(r, e);
     }
     update_req_timer(r, false);
     return PBFT_REQ_ACCEPTED;
@@ -2471,7 +2482,7 @@ static void start_view_change(pbft_replica *r, uint64_t v, int reason);
 static int cmp_arrival(const void *a, const void *b)
 {
     const struct txent *x = *(const struct txent *const *)a, *y = *(const struct txent *const *)b;
-    return x->arrival_ms < y->arrival_ms ? -1 : x->arrival_ms > y->arrival_ms;
+    return x->arrival_no < y->arrival_no ? -1 : x->arrival_no > y->arrival_no;
 }
 
 /* install_newview enters view `view` with the O set (seq, digest, signed pre-prepare). */
@@ -2557,9 +2568,10 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
         base = r->last_exec;
     r->next_seq = base + 1;
 
-    /* The new primary proposes every transaction it holds that no O block carries, oldest
-     * first: first come, first served across the view change too (backups' monitoring
-     * expects it, docs/protocol.md section 8). */
+    /* The new primary proposes every transaction it holds that no O block carries, in the
+     * order it admitted them: first come, first served across the view change too (backups'
+     * monitoring expects it, docs/protocol.md section 8), and one client's burst keeps its
+     * nonce order (qsort is not stable, and a burst shares one arrival_ms). */
     if (is_primary(r)) {
         struct txent **order = malloc((r->held > 0 ? r->held : 1) * sizeof *order);
         uint32_t k = 0;
@@ -3041,18 +3053,25 @@ static void do_resend(pbft_replica *r)
             forward_signed(r, PBFT_TO_ALL, r->nv, r->nv_n - 4);
         }
     }
-    /* Backups re-forward transactions the primary has not put in a block yet. */
+    /* Backups re-forward transactions the primary has not put in a block yet, oldest
+     * first: a primary that lost them (restarted) takes one client's transactions in the
+     * order that client sent them. At most 256 each time. */
     if (!is_primary(r) && r->held > 0) {
-        uint32_t sent = 0;
-        for (uint32_t i = 0; i < r->tx_cap && sent < 256; i++) {
+        struct txent **due = malloc(r->held * sizeof *due);
+        uint32_t k = 0;
+        for (uint32_t i = 0; due != NULL && i < r->tx_cap && k < r->held; i++) {
             struct txent *t = &r->tx[i];
-            if (t->state == TX_HELD && !t->inblock && r->now - t->fwd_ms >= r->c.resend_ms) {
-                t->fwd_ms = r->now;
-                send_request_to(r, primary_of(r, r->view), t->tx, t->n);
-                mon_forwarded(r, t);
-                sent++;
-            }
+            if (t->state == TX_HELD && !t->inblock && r->now - t->fwd_ms >= r->c.resend_ms)
+                due[k++] = t;
         }
+        if (k > 0)
+            qsort(due, k, sizeof *due, cmp_arrival);
+        for (uint32_t i = 0; i < k && i < 256; i++) {
+            due[i]->fwd_ms = r->now;
+            send_request_to(r, primary_of(r, r->view), due[i]->tx, due[i]->n);
+            mon_forwarded(r, due[i]);
+        }
+        free(due); /* no memory: nothing re-forwarded now, all of it at the next resend */
     }
     /* Idle: advertise how far we executed (a signed CHECKPOINT claim), so a replica that
      * fell behind between checkpoints learns it from f+1 of us. */

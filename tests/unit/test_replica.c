@@ -675,6 +675,82 @@ static void test_replica_primary_crash_view_change_commits(void **state)
     net_free(net);
 }
 
+static bool eight_txs_everywhere(struct net *net)
+{
+    for (int i = 1; i < net->n; i++)
+        if (pbft_replica_stats(net->nodes[i].r)->txs_committed < 8)
+            return false;
+    return true;
+}
+
+static bool node2_in_vc(struct net *net)
+{
+    return pbft_replica_in_view_change(net->nodes[2].r);
+}
+
+/* assert_nonce_order checks that node i's chain holds the client's transfers 0..count-1, in
+ * nonce order. */
+static void assert_nonce_order(struct net *net, int i, uint64_t count)
+{
+    uint64_t want = 0;
+    for (uint64_t h = 1; h <= net->nodes[i].height; h++) {
+        pbft_block b;
+        assert_int_equal(pbft_block_decode(net->nodes[i].blocks[h], net->nodes[i].block_n[h], &b),
+                         PBFT_OK);
+        size_t off = 0;
+        pbft_span t;
+        while (pbft_block_next_tx(&b, &off, &t)) {
+            pbft_tx tx;
+            assert_int_equal(pbft_tx_decode(t.p, t.n, &tx), PBFT_OK);
+            assert_int_equal(tx.nonce, want);
+            want++;
+        }
+    }
+    assert_int_equal(want, count);
+}
+
+/* A client's transfers sent to one backup before, during and after a view change reach the
+ * chain in nonce order: the backup forwards those it takes during the view change at once,
+ * so the next primary holds them before the newer ones. (Held back until the new view, they
+ * were re-forwarded on the next resend, after the client's newer ones had gone ahead.) */
+static void test_replica_view_change_keeps_forward_order(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[0].down = true;
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 60000, node2_in_vc));
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 60000, view_changed));
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 60000, eight_txs_everywhere));
+    assert_int_equal(pbft_replica_view(net->nodes[1].r), 1);
+    assert_nonce_order(net, 1, 8);
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A burst of one client's transfers, all admitted in the same millisecond by a backup whose
+ * primary is down, is proposed by it as the new primary in the order it admitted them: the
+ * nonces stay in order across the view change (with the old sort by arrival time alone
+ * they came out in hash-table order, and every transfer after a swap failed bad_nonce). */
+static void test_replica_view_change_keeps_burst_order(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[0].down = true;
+    for (int k = 0; k < 8; k++)
+        assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 60000, eight_txs_everywhere));
+    assert_int_equal(pbft_replica_view(net->nodes[1].r), 1);
+    assert_nonce_order(net, 1, 8);
+    assert_agreement(net);
+    net_free(net);
+}
+
 /* A backup that was down catches up by state transfer after the others checkpointed and
  * collected their logs, and ends with the same chain. */
 static void test_replica_restart_catches_up_by_state_transfer(void **state)
@@ -1046,6 +1122,8 @@ int main(void)
         cmocka_unit_test(test_replica_complaints_need_f_plus_one),
         cmocka_unit_test(test_replica_preverify_cache),
         cmocka_unit_test(test_replica_primary_crash_view_change_commits),
+        cmocka_unit_test(test_replica_view_change_keeps_burst_order),
+        cmocka_unit_test(test_replica_view_change_keeps_forward_order),
         cmocka_unit_test(test_replica_restart_catches_up_by_state_transfer),
         cmocka_unit_test(test_replica_restart_from_records_keeps_chain),
         cmocka_unit_test(test_replica_primary_crash_full_pipeline_recovers),
