@@ -37,8 +37,10 @@
 # summary.json. The last line on stdout is the summary (scripts/viewchange_report.py
 # documents each key: detect_s, view_change_s, first_commit_after_timeout_s, dip_depth,
 # dip_width_s, recover_90_s, throughput_ratio, safety, ...; this script adds submitted,
-# committed_min (the fewest any honest replica committed), latency_max_s and
-# honest_rss_max_mb, the largest resident memory of an honest replica, sampled each second).
+# committed_min (the fewest any honest replica committed), latency_max_s,
+# honest_rss_max_mb, the largest resident memory of an honest replica, sampled each second,
+# and receipts_ok / receipts_failed, the committed transactions' receipts at the first
+# followed node, from pbft-load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -309,10 +311,11 @@ end_ms=$(awk -v a="$t0" -v b="$send_s" 'BEGIN { printf "%.0f", a + b * 1000 }')
 # Two more keys: the load's own verdict and the honest replicas' largest resident memory.
 sub=$(sed -n 's/.*"submitted":\([0-9]*\).*/\1/p' "$out/load.json")
 /usr/bin/python3 - "$out/summary.json.tmp" "$out/commits.csv" "${sub:-0}" "$rss_max" \
-    "${honest[@]}" >"$out/summary.json" <<'PY'
+    "$out/load.json" "${honest[@]}" >"$out/summary.json" <<'PY'
 import collections, csv, json, sys
 summ = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
-sub, rss, honest = int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5:]]
+sub, rss, honest = int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[6:]]
+load = json.loads(open(sys.argv[5]).read().strip().split("\n")[-1])
 per = collections.Counter()
 worst = 0.0
 with open(sys.argv[2]) as f:
@@ -323,6 +326,9 @@ summ["submitted"] = sub
 summ["committed_min"] = min(per[h] for h in honest) if honest else 0
 summ["latency_max_s"] = round(worst / 1000, 3)
 summ["honest_rss_max_mb"] = rss
+# Receipts at the first followed node: a commit is not a success (bad_nonce, for one).
+summ["receipts_ok"] = load.get("receipts_ok")
+summ["receipts_failed"] = load.get("receipts_failed")
 print(json.dumps(summ, separators=(",", ":")))
 PY
 rm -f "$out/summary.json.tmp"

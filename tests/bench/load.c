@@ -301,6 +301,57 @@ static void *follower(void *arg)
     return NULL;
 }
 
+/* count_receipts asks follower 0's node for the receipt of every committed transaction, in
+ * batches of `tx` calls, after the timed part: a commit is not a success (a transfer that
+ * reached the primary after its successor fails bad_nonce, docs/security.md finding 16).
+ * A receipt that cannot be read counts as neither. */
+static void count_receipts(size_t *ok, size_t *failed)
+{
+    enum { PER = 100 }; /* rpc.max_batch's default */
+    t_url = follow_urls[0];
+    *ok = *failed = 0;
+    for (size_t i = 0; i < ntx;) {
+        json_t *req = json_array();
+        size_t k = 0;
+        for (; i < ntx && k < PER; i++) {
+            if (txs[i].commit == 0)
+                continue;
+            char hex[65];
+            keys_hex_encode(txs[i].h.b, 32, hex);
+            json_t *c = json_pack("{s:s, s:I, s:s, s:{s:s}}", "jsonrpc", "2.0", "id", (json_int_t)k,
+                                  "method", "tx", "params", "hash", hex);
+            json_array_append_new(req, c);
+            k++;
+        }
+        if (k == 0) {
+            json_decref(req);
+            break;
+        }
+        char *b = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        char *r = post(b, strlen(b));
+        free(b);
+        json_t *j = r != NULL ? json_loads(r, 0, NULL) : NULL;
+        free(r);
+        for (size_t a = 0; a < json_array_size(j); a++) {
+            json_t *res = json_object_get(json_array_get(j, a), "result");
+            json_t *code = json_object_get(res, "code");
+            if (!json_is_integer(code))
+                continue;
+            if (json_integer_value(code) == 0) {
+                (*ok)++;
+            } else {
+                if (*failed < 5) /* a sample, for whoever reads load.err */
+                    fprintf(stderr, "pbft-load: receipt %s: code %lld (%s) at height %s\n",
+                            str_or(res, "hash", "?"), (long long)json_integer_value(code),
+                            str_or(res, "result", "?"), str_or(res, "height", "?"));
+                (*failed)++;
+            }
+        }
+        json_decref(j);
+    }
+}
+
 /* write_commits writes one line per (followed node, committed transaction): when that node
  * was seen to commit it (Unix ms) and its submit-to-commit latency. */
 static void write_commits(const char *path, double t0_unix_ms)
@@ -451,7 +502,10 @@ int main(int argc, char **argv)
                  "                 [--commits FILE]\n"
                  "Sends N pre-signed transfers from DIR/accounts/account{0..A-1}.json to URL in\n"
                  "JSON-RPC batches of B broadcast_tx_async calls from T threads, follows the\n"
-                 "blocks, and prints one JSON line with throughput and latency.\n"
+                 "blocks, and prints one JSON line with throughput and latency. After the\n"
+                 "timed part it reads every committed transaction's receipt from the first\n"
+                 "followed node: receipts_ok and receipts_failed (a commit is not a success).\n"
+                 "Exits 1 if some transaction did not commit.\n"
                  "--ingest 1: measure only how fast the node accepts them (no commits).\n"
                  "--rpc with several URLs: sender thread t sends to URL t mod count.\n"
                  "--follow: follow each of these nodes' blocks (default: the first --rpc URL);\n"
@@ -668,11 +722,14 @@ int main(int argc, char **argv)
     double tps = (double)k / span;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     double ceiling = vps * (double)cores / (double)n;
+    size_t rok = 0, rfailed = 0;
+    count_receipts(&rok, &rfailed);
     printf("{\"bench\":\"load\",\"n\":%zu,\"submitted\":%zu,\"committed\":%zu,"
-           "\"committed_tx_per_s\":%.1f,\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"block_txs\":%.1f,"
+           "\"receipts_ok\":%zu,\"receipts_failed\":%zu,\"committed_tx_per_s\":%.1f,\"p50_ms\":%."
+           "1f,\"p99_ms\":%.1f,\"block_txs\":%.1f,"
            "\"blocks\":%zu,\"send_s\":%.2f,\"rate_limit\":%.0f,\"verify_per_s_per_core\":%.0f,"
            "\"cores\":%ld,\"ceiling_tx_per_s\":%.1f,\"efficiency\":%.3f}\n",
-           n, ntx, k, tps, k ? lat[k / 2] : 0, k ? lat[(k * 99) / 100] : 0,
+           n, ntx, k, rok, rfailed, tps, k ? lat[k / 2] : 0, k ? lat[(k * 99) / 100] : 0,
            block_count ? (double)block_txs_total / (double)block_count : 0, block_count, send_end,
            rate, vps, cores, ceiling, tps / ceiling);
     return k == ntx ? 0 : 1;

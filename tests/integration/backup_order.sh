@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# Transactions sent in bursts through backups execute in nonce order: every account's
-# nonce on every replica ends at the number of transfers it sent (none failed bad_nonce).
+# Transactions sent in bursts through backups execute in nonce order: every receipt is ok,
+# and every account's nonce on every replica ends at the number of transfers it sent.
 # A backup forwards each transaction to the primary as a REQUEST; the primary's verify
-# workers check them in parallel and must hand them to the core in arrival order, or
-# nonces k and k+1 arrive swapped and k+1 fails (found by the peer abuse test).
-#
-# KNOWN TO FAIL today (docs/security.md, finding 16): not registered in tests/CMakeLists.txt.
-# Register it (ports 24800) with the fix. Run by hand:
-#   PBFT_BIN=build PBFT_BASE_PORT=24800 tests/integration/backup_order.sh
-# ORDER_RPC=URL[,URL...] sends elsewhere (through the primary it passes).
+# workers check them in parallel, and node/order.c hands each connection's frames to the
+# core in arrival order. Without it nonces k and k+1 arrived swapped and k+1 and every later
+# one failed bad_nonce (docs/security.md, finding 16; found by the peer abuse test).
+# ORDER_RPC=URL[,URL...] sends elsewhere.
 . "$(dirname "$0")/netlib.sh"
 net_create 4
 start_all
@@ -18,6 +15,9 @@ per=250
     --accounts "$accounts" --threads 2 --batch 50 --follow "$(rpc 0)" >"$DIR/load.json" \
     2>"$DIR/load.err" || true # it exits 1 when some did not commit; the nonces say why
 log "load: $(tail -1 "$DIR/load.json")"
+all=$((accounts * per))
+grep -q "\"committed\":$all,\"receipts_ok\":$all,\"receipts_failed\":0," "$DIR/load.json" ||
+    fail "not every transfer committed with an ok receipt (see the load line above)"
 nonce_of() { # NODE ACCOUNT
     local pk
     pk=$(sed -n 's/.*"public_key": *"\([0-9a-f]*\)".*/\1/p' "$NET/accounts/account$2.json")
