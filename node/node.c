@@ -382,6 +382,27 @@ static void msglog_record(node *n, const uint8_t *p, size_t len)
     evlog_emit(n->mlog, "msg", f);
 }
 
+/* promote moves the frames of a connection just trusted from the untrusted queue to the
+ * end of the trusted one (under mu), keeping the order of the rest. Its later frames go
+ * there directly, and the in-order hand-off (node/order.c) holds them until these earlier
+ * ones are verified: left in the untrusted queue, which is served only when the trusted one
+ * is empty, they would hold up the connection for as long as the load lasts. O(queue), once
+ * per connection that becomes trusted. */
+static void promote(node *n, uint32_t conn)
+{
+    for (size_t k = n->lq.len; k > 0; k--) {
+        struct qev e;
+        ring_pop(&n->lq, &e);
+        if (e.conn == conn && ring_push(&n->vq, &e)) {
+            n->low_bytes -= e.n;
+            continue;
+        }
+        ring_push(&n->lq, &e); /* there is room: one was just popped */
+    }
+    if (n->vq.len > 0)
+        pthread_cond_broadcast(&n->vcv);
+}
+
 /* worker_done ends a worker's check of a frame (under mu): verdict > 0, the frame verified
  * and its connection is trusted from now on; < 0, it failed its first checks, which a
  * validator's frame never does, and the connection is no longer trusted. (It is not closed:
@@ -394,10 +415,12 @@ static void worker_done(node *n, bool low, uint32_t conn, int verdict)
             pthread_cond_signal(&n->vcv);
     }
     int i = trusted_slot(n, conn);
-    if (verdict > 0 && i < 0 && conn != 0)
+    if (verdict > 0 && i < 0 && conn != 0) {
         n->trusted[n->trusted_next++ % NODE_TRUSTED] = conn;
-    else if (verdict < 0 && i >= 0)
+        promote(n, conn);
+    } else if (verdict < 0 && i >= 0) {
         n->trusted[i] = 0;
+    }
 }
 
 /* to_loop passes a verified frame to the loop (under mu), called by order_done in its
@@ -1032,6 +1055,15 @@ void node_metrics(node *n, mtext *t)
                  "Exact copies of a frame that verified in the last 200 ms, dropped before "
                  "their signature check.",
                  (double)__atomic_load_n(&n->dup_dropped, __ATOMIC_RELAXED));
+    pthread_mutex_lock(&n->mu);
+    double parked = (double)order_parked(n->ord), gave_up = (double)order_overflows(n->ord);
+    pthread_mutex_unlock(&n->mu);
+    mtext_metric(t, "pbft_p2p_order_parked_frames", "gauge",
+                 "Verified peer frames waiting for an earlier frame of their connection.", parked);
+    mtext_metric(t, "pbft_p2p_order_overflows_total", "counter",
+                 "Times a connection's arrival order was given up because too many frames "
+                 "were parked (node/order.h).",
+                 gave_up);
     mtext_metric(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                  (double)resident_bytes());
     pthread_mutex_lock(&n->mmu);
