@@ -40,7 +40,8 @@ typedef struct {
 int node_open(const node_options *o, node **out, char *err, size_t errlen);
 
 /* node_run blocks until node_request_stop is called (e.g. from a signal handler through
- * its flag) and then shuts everything down in order. */
+ * its flag). The node keeps running meanwhile (an RPC handler waiting for the loop's verdict
+ * still gets it); node_close then shuts everything down in order. */
 void node_run(node *n);
 void node_request_stop(node *n); /* async-signal-safe */
 /* node_request_byzantine activates an armed Byzantine mode (async-signal-safe; SIGUSR1). */

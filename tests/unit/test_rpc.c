@@ -1,7 +1,8 @@
 /*
  * test_rpc.c - the JSON-RPC 2.0 server: dispatch, every method that needs no commit, every
  * error path, and real HTTP round trips (health, POST, 413, broadcast_tx_commit timeout, slow
- * bodies: 408 after rpc.body_timeout_ms, and the oldest given up when all slots are taken).
+ * bodies: 408 after rpc.body_timeout_ms, and the oldest given up when all slots are taken),
+ * and a stop with submissions in flight (the shutdown deadlock).
  *
  * One real node (node0 of a 4-replica testnet made by the built pbftd) runs in-process; the
  * other three validators are absent, so queries and submissions work and nothing commits.
@@ -10,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -556,6 +558,128 @@ static void test_rpc_commit_no_quorum_timeout(void **state)
                      -32603);
 }
 
+/* A stop (SIGTERM's node_request_stop) with broadcast_tx_sync submissions in flight. */
+enum { STOP_BODIES = 2000 };
+static char *g_stop_bodies[STOP_BODIES];
+static int g_stop_sent;        /* atomic: submissions accepted */
+static int g_stop_sender_quit; /* atomic */
+static int g_close_done;       /* atomic */
+
+/* post_quiet is http()'s POST for another thread, with no cmocka asserts: 1 if a JSON-RPC
+ * result came back, 0 for any other answer (an error), -1 for none. */
+static int post_quiet(const char *body)
+{
+    nng_url *url = NULL;
+    nng_http_client *cl = NULL;
+    nng_http_req *req = NULL;
+    nng_http_res *res = NULL;
+    nng_aio *aio = NULL;
+    int status = -1;
+    if (nng_url_parse(&url, RPC_URL "/") == 0 && nng_http_client_alloc(&cl, url) == 0 &&
+        nng_http_req_alloc(&req, url) == 0 && nng_http_res_alloc(&res) == 0 &&
+        nng_aio_alloc(&aio, NULL, NULL) == 0) {
+        nng_aio_set_timeout(aio, 5000);
+        nng_http_req_set_method(req, "POST");
+        nng_http_req_set_header(req, "Content-Type", "application/json");
+        nng_http_req_copy_data(req, body, strlen(body));
+        nng_http_client_transact(cl, req, res, aio);
+        nng_aio_wait(aio);
+        void *d = NULL;
+        size_t dn = 0;
+        if (nng_aio_result(aio) == 0 && nng_http_res_get_status(res) == 200) {
+            nng_http_res_get_data(res, &d, &dn);
+            char *b = malloc(dn + 1);
+            if (b != NULL) {
+                memcpy(b, d, dn);
+                b[dn] = 0;
+                status = strstr(b, "\"result\"") != NULL ? 1 : 0;
+                free(b);
+            }
+        }
+    }
+    nng_aio_free(aio);
+    nng_http_res_free(res);
+    nng_http_req_free(req);
+    nng_http_client_free(cl);
+    nng_url_free(url);
+    return status;
+}
+
+static void *stop_sender(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < STOP_BODIES && !__atomic_load_n(&g_stop_sender_quit, __ATOMIC_SEQ_CST);
+         i++) {
+        int rc = post_quiet(g_stop_bodies[i]);
+        if (rc < 0)
+            break;   /* RPC closed */
+        if (rc == 1) /* accepted into the mempool */
+            __atomic_add_fetch(&g_stop_sent, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static void *stop_closer(void *arg)
+{
+    node_close(arg);
+    __atomic_store_n(&g_close_done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* wait_for polls *v until it reaches want, for at most ms; returns its last value. */
+static int wait_for(const int *v, int want, double ms)
+{
+    double end = now_ms() + ms;
+    int got;
+    while ((got = __atomic_load_n(v, __ATOMIC_SEQ_CST)) < want && now_ms() < end) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return got;
+}
+
+/* SIGTERM while broadcast_tx_sync requests wait for the loop's verdict: the node keeps
+ * answering them until node_close has closed RPC, and then stops. Before the fix the signal
+ * stopped the loop at once, a request then waited for a verdict that never came, and
+ * node_close waited for that request for ever (found by integration_backup_restart under
+ * ASan). It closes this file's node, so it runs last. */
+static void test_rpc_stop_with_submissions_in_flight(void **state)
+{
+    (void)state;
+    for (int i = 0; i < STOP_BODIES; i++) {
+        char key[32], *h;
+        snprintf(key, sizeof key, "stop%d", i);
+        h = tx_hex(100 + (uint64_t)i, key, "v");
+        size_t n = strlen(h) + 200;
+        g_stop_bodies[i] = malloc(n);
+        snprintf(g_stop_bodies[i], n,
+                 "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_sync\",\"params\":{\"tx\":"
+                 "\"%s\"},\"id\":%d}",
+                 h, i);
+        free(h);
+    }
+    pthread_t snd, cls;
+    assert_int_equal(pthread_create(&snd, NULL, stop_sender, NULL), 0);
+    assert_true(wait_for(&g_stop_sent, 20, 10000) >= 20);
+    node_request_stop(g_node); /* what the SIGTERM handler does */
+    int at_stop = __atomic_load_n(&g_stop_sent, __ATOMIC_SEQ_CST);
+    /* The loop still answers: more submissions are accepted after the stop. (When the stop
+     * ended the loop at once, each got -32005 instead, and one caught in the queue at that
+     * moment was never answered: node_close hung.) */
+    int after = wait_for(&g_stop_sent, at_stop + 10, 3000);
+    assert_int_equal(pthread_create(&cls, NULL, stop_closer, g_node), 0);
+    int closed = wait_for(&g_close_done, 1, 20000);
+    __atomic_store_n(&g_stop_sender_quit, 1, __ATOMIC_SEQ_CST);
+    if (!closed)
+        fail_msg("node_close did not return within 20 s of the stop (the shutdown deadlock)");
+    pthread_join(cls, NULL);
+    pthread_join(snd, NULL);
+    g_node = NULL;
+    for (int i = 0; i < STOP_BODIES; i++)
+        free(g_stop_bodies[i]);
+    assert_true(after >= at_stop + 10);
+}
+
 /* Every "Request:" example of docs/rpc.md gets a JSON-RPC response (result or error). */
 static void test_rpc_doc_examples_answered(void **state)
 {
@@ -628,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_rpc_commit_no_quorum_timeout),
         cmocka_unit_test(test_rpc_slow_bodies_408_and_no_lockout),
         cmocka_unit_test(test_rpc_doc_examples_answered),
+        cmocka_unit_test(test_rpc_stop_with_submissions_in_flight), /* last: closes the node */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
