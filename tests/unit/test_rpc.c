@@ -34,9 +34,9 @@
 #include "node/node.h"
 #include "rpc/rpc.h"
 
-#define BASE_PORT 33000
-#define RPC_URL "http://127.0.0.1:33100"
-#define RPC_PORT 33100
+#define BASE_PORT 30000 /* below the kernel's ephemeral range (32768..) */
+#define RPC_URL "http://127.0.0.1:30100"
+#define RPC_PORT 30100
 #define MAX_CONNS 4       /* rpc.max_connections here */
 #define BODY_TIMEOUT 2000 /* rpc.body_timeout_ms here */
 
