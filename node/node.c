@@ -29,6 +29,15 @@
 #define NODE_QUEUE 65536  /* peer frames waiting for the loop */
 #define NODE_RQUEUE 16384 /* client transactions waiting for the loop */
 #define NODE_VQUEUE 16384 /* frames waiting for verification */
+/* Votes (PREPARE, COMMIT, CHECKPOINT, COMPLAINT, VIEW-CHANGE, NEW-VIEW, state requests) from
+ * trusted connections wait in their own queue, served before pre-prepares, requests and
+ * state replies: one signature each, against up to max_block_txs for a pre-prepare. In one
+ * queue a backlog of pre-prepares held back the votes that commit them, and under overload
+ * the backups executed nothing for the 2 s request timer and replaced a correct primary
+ * (docs/security.md, finding 17). Every NODE_VSHARE-th pick takes the other queue first,
+ * so a flood of votes cannot starve pre-prepares either. */
+#define NODE_HQUEUE 16384
+#define NODE_VSHARE 4
 /* Frames from a connection not known to carry valid frames (a new one, or one whose last
  * frame failed its checks) wait in a separate, smaller queue, checked only by some of the
  * workers and after the others: a peer outside the validator set cannot crowd out, delay or
@@ -112,13 +121,15 @@ struct node {
     transport *tp;
     rpc_server *rpc;
 
-    pthread_mutex_t mu; /* guards q, vq, stop, status */
+    pthread_mutex_t mu; /* guards q, hq, vq, lq, stop, status */
     pthread_cond_t cv;  /* loop: events or stop */
     pthread_cond_t vcv; /* workers: frames or stop */
     struct ring q;      /* verified peer frames */
     struct ring rq;     /* client transactions: served after frames, so a flood of requests
                            cannot delay the protocol messages that commit them */
-    struct ring vq;     /* frames to verify, from trusted connections */
+    struct ring hq;     /* votes to verify, from trusted connections (NODE_HQUEUE) */
+    struct ring vq;     /* other frames to verify, from trusted connections */
+    uint64_t picks;     /* frames taken from hq or vq (under mu), for NODE_VSHARE */
     struct ring lq;     /* frames to verify, from other connections (NODE_LQUEUE) */
     order *ord;         /* verified frames go to q in their connection's arrival order */
     uint64_t low_bytes; /* bytes of the frames in lq (under mu) */
@@ -229,6 +240,26 @@ static int trusted_slot(const node *n, uint32_t conn)
     return -1;
 }
 
+/* trusted_ring picks a trusted connection's frame's queue from its header's type byte
+ * (docs/protocol.md 5.1); anything short or unknown goes with the pre-prepares. */
+static struct ring *trusted_ring(node *n, const uint8_t *p, size_t len)
+{
+    if (len < 8)
+        return &n->vq;
+    switch (p[1]) {
+    case PBFT_MSG_PREPARE:
+    case PBFT_MSG_COMMIT:
+    case PBFT_MSG_CHECKPOINT:
+    case PBFT_MSG_VIEWCHANGE:
+    case PBFT_MSG_NEWVIEW:
+    case PBFT_MSG_STATE_REQ:
+    case PBFT_MSG_COMPLAINT:
+        return &n->hq;
+    default:
+        return &n->vq;
+    }
+}
+
 /* on_recv runs on an nng thread: copy the frame and hand it to the verify workers. */
 static void on_recv(void *ctx, uint32_t conn, const uint8_t *p, size_t len)
 {
@@ -240,7 +271,7 @@ static void on_recv(void *ctx, uint32_t conn, const uint8_t *p, size_t len)
     memcpy(e.p, p, len);
     pthread_mutex_lock(&n->mu);
     bool hi = trusted_slot(n, conn) >= 0;
-    struct ring *to = hi ? &n->vq : &n->lq;
+    struct ring *to = hi ? trusted_ring(n, p, len) : &n->lq;
     bool ok = !n->stop && n->frame_bytes + len <= NODE_FRAME_BYTES &&
               (hi || n->low_bytes + len <= NODE_LOW_BYTES) && to->len < to->cap;
     if (ok) {
@@ -393,13 +424,13 @@ static void promote(node *n, uint32_t conn)
     for (size_t k = n->lq.len; k > 0; k--) {
         struct qev e;
         ring_pop(&n->lq, &e);
-        if (e.conn == conn && ring_push(&n->vq, &e)) {
+        if (e.conn == conn && ring_push(trusted_ring(n, e.p, e.n), &e)) {
             n->low_bytes -= e.n;
             continue;
         }
         ring_push(&n->lq, &e); /* there is room: one was just popped */
     }
-    if (n->vq.len > 0)
+    if (n->vq.len > 0 || n->hq.len > 0)
         pthread_cond_broadcast(&n->vcv);
 }
 
@@ -449,13 +480,16 @@ static void *worker_main(void *arg)
     for (;;) {
         struct qev e;
         pthread_mutex_lock(&n->mu);
-        while (!n->stop && n->vq.len == 0 && (n->lq.len == 0 || n->low_busy >= n->low_max))
+        while (!n->stop && n->hq.len == 0 && n->vq.len == 0 &&
+               (n->lq.len == 0 || n->low_busy >= n->low_max))
             pthread_cond_wait(&n->vcv, &n->mu);
         if (n->stop) {
             pthread_mutex_unlock(&n->mu);
             return NULL;
         }
-        bool low = !ring_pop(&n->vq, &e);
+        bool vfirst = n->picks++ % NODE_VSHARE == 0;
+        bool low = vfirst ? !ring_pop(&n->vq, &e) && !ring_pop(&n->hq, &e)
+                          : !ring_pop(&n->hq, &e) && !ring_pop(&n->vq, &e);
         if (low) {
             ring_pop(&n->lq, &e);
             n->low_bytes -= e.n;
@@ -846,7 +880,8 @@ static void *loop_main(void *arg)
                     (unsigned long long)n->st_iters, (unsigned long long)n->st_events,
                     (unsigned long long)(n->st_step_us / 1000),
                     (unsigned long long)(n->st_write_us / 1000),
-                    (unsigned long long)(t - n->st_last_ms), n->q.len, n->rq.len, n->vq.len);
+                    (unsigned long long)(t - n->st_last_ms), n->q.len, n->rq.len,
+                    n->hq.len + n->vq.len + n->lq.len);
             n->st_iters = n->st_events = n->st_write_us = n->st_step_us = 0;
             n->st_last_ms = t;
         }
@@ -1498,13 +1533,15 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     n->q.v = calloc(NODE_QUEUE, sizeof *n->q.v);
     n->rq.cap = NODE_RQUEUE;
     n->rq.v = calloc(NODE_RQUEUE, sizeof *n->rq.v);
+    n->hq.cap = NODE_HQUEUE;
+    n->hq.v = calloc(NODE_HQUEUE, sizeof *n->hq.v);
     n->vq.cap = NODE_VQUEUE;
     n->vq.v = calloc(NODE_VQUEUE, sizeof *n->vq.v);
     n->lq.cap = NODE_LQUEUE;
     n->lq.v = calloc(NODE_LQUEUE, sizeof *n->lq.v);
     n->ord = order_new(NODE_ORDER_SLOTS, NODE_ORDER_PARKED, sizeof(struct qev));
-    if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->vq.v == NULL ||
-        n->lq.v == NULL || n->ord == NULL) {
+    if (n->batch == NULL || n->q.v == NULL || n->rq.v == NULL || n->hq.v == NULL ||
+        n->vq.v == NULL || n->lq.v == NULL || n->ord == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1617,7 +1654,7 @@ void node_close(node *n)
         }
         free(e.p);
     }
-    while (ring_pop(&n->vq, &e) || ring_pop(&n->lq, &e))
+    while (ring_pop(&n->hq, &e) || ring_pop(&n->vq, &e) || ring_pop(&n->lq, &e))
         free(e.p);
     order_free(n->ord, release_frame);
     for (size_t i = 0; i < n->nouts; i++)
@@ -1626,6 +1663,7 @@ void node_close(node *n)
     free(n->serves);
     free(n->q.v);
     free(n->rq.v);
+    free(n->hq.v);
     free(n->vq.v);
     free(n->lq.v);
     store_batch_free(n->batch);
