@@ -249,30 +249,45 @@ static void next_app_hash(const uint8_t prev[32], const uint8_t writes[32], uint
     keys_sha256_final(&c, out);
 }
 
-/* tx_first marks h executed and returns true if it was not before, at an earlier height
- * (the tx index) or earlier in this batch (an overlay entry 'x' || hash, never written to
- * the store). A transaction can be committed twice: a Byzantine primary may propose it
- * again, or a replayed REQUEST may reach a block before the first copy executes. The second
- * execution fails (bad_nonce, no state change) and must not overwrite the first receipt:
- * `tx` and broadcast_tx_commit would report bad_nonce for a transfer that happened, and a
- * wallet that trusted them would sign it again (found by the security review). Returns -1
- * on a storage error. */
-static int tx_first(ledger *l, const pbft_digest *h)
+/* tx_receipt decides whether this execution of h, with result code, writes h's receipt
+ * (1), or an earlier one stands (0); -1 on a storage error. Earlier executions are found at
+ * earlier heights (the tx index) or earlier in this batch (an overlay entry 'x' || hash
+ * holding the code, never written to the store).
+ *
+ * A transaction can be committed twice: a Byzantine primary may propose it again, or a
+ * replayed REQUEST may reach a block before the first copy executes.
+ *   - After a copy that took effect, a later one fails (bad_nonce, no state change) and must
+ *     not overwrite the receipt: `tx` and broadcast_tx_commit would report bad_nonce for a
+ *     transfer that happened, and a wallet that trusted them would sign it again (found by
+ *     the security review).
+ *   - After a copy that failed, a later one can take effect: a transfer that failed
+ *     bad_nonce because a reordering primary put it before its predecessor succeeds when
+ *     committed again after it. Then its receipt must become that success, for the same
+ *     reason (docs/security.md, finding 18).
+ * Otherwise the first receipt stands. */
+static int tx_receipt(ledger *l, const pbft_digest *h, int code)
 {
     uint8_t key[33];
     key[0] = 'x';
     memcpy(key + 1, h->b, 32);
-    if (l->ov_cap > 0 && ov_slot(l->ov, l->ov_cap, key, sizeof key)->key != NULL)
+    int prior = -1; /* none */
+    struct ov_ent *e = l->ov_cap > 0 ? ov_slot(l->ov, l->ov_cap, key, sizeof key) : NULL;
+    if (e != NULL && e->key != NULL) {
+        prior = e->vn == 1 ? e->val[0] : LEDGER_OK;
+    } else {
+        uint64_t height;
+        uint32_t index;
+        uint8_t c;
+        int rc = store_get_tx(l->s, h, &height, &index, &c);
+        if (rc == STORE_OK)
+            prior = c;
+        else if (rc != STORE_E_NOTFOUND)
+            return -1;
+    }
+    if (prior != -1 && (prior == LEDGER_OK || code != LEDGER_OK))
         return 0;
-    uint64_t height;
-    uint32_t index;
-    uint8_t code;
-    int rc = store_get_tx(l->s, h, &height, &index, &code);
-    if (rc == STORE_OK)
-        return 0;
-    if (rc != STORE_E_NOTFOUND)
-        return -1;
-    return ov_put(l, key, sizeof key, NULL, 0) == STORE_OK ? 1 : -1;
+    uint8_t v = (uint8_t)code;
+    return ov_put(l, key, sizeof key, &v, 1) == STORE_OK ? 1 : -1;
 }
 
 int ledger_execute(ledger *l, const pbft_commit *c, store_batch *b, uint8_t app_hash[32])
@@ -291,10 +306,10 @@ int ledger_execute(ledger *l, const pbft_commit *c, store_batch *b, uint8_t app_
             return STORE_E_IO;
         pbft_digest h;
         pbft_tx_hash(t.p, t.n, &h);
-        int first = tx_first(l, &h);
-        if (first < 0)
+        int write = tx_receipt(l, &h, code);
+        if (write < 0)
             return STORE_E_IO;
-        if (first)
+        if (write)
             store_batch_tx(b, &h, c->seq, index, (uint8_t)code);
         index++;
     }

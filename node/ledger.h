@@ -15,9 +15,12 @@
  *   - transfer: amount > balance -> LEDGER_INSUFFICIENT_FUNDS; a recipient balance that
  *     would overflow u64 -> LEDGER_OVERFLOW; else the amount moves;
  *   - put: the key takes the value.
- * The tx index keeps each transaction's FIRST receipt. A transaction committed again (a
- * Byzantine primary's re-proposal, a replayed REQUEST) fails there with LEDGER_BAD_NONCE and
- * changes nothing, and its receipt is not recorded over the first one.
+ * The tx index keeps the receipt of each transaction's execution that took effect (code
+ * LEDGER_OK), else its FIRST receipt. A transaction committed again (a Byzantine primary's
+ * re-proposal, a replayed REQUEST) after one that took effect fails there with
+ * LEDGER_BAD_NONCE and changes nothing, and its receipt is not recorded over the first one;
+ * one that failed bad_nonce before its predecessor and is committed again after it takes
+ * effect, and that receipt replaces the failure (ledger.c:tx_receipt).
  * Signatures are not checked again here: the consensus core admits only blocks whose every
  * transaction signature verifies (on every path: pre-prepare, NEW-VIEW body fetch, state
  * transfer). LEDGER_BAD_SIGNATURE exists for completeness of the receipt codes.

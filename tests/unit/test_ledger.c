@@ -159,6 +159,52 @@ static void test_ledger_failed_transaction_receipt(void **state)
     store_close(s);
 }
 
+/* A transfer that failed bad_nonce (its predecessor had not executed: a reordering primary)
+ * and is committed again once the nonce matches takes effect then, and its receipt must say
+ * so: keeping the first, failed receipt would report bad_nonce for a transfer that moved
+ * money, and a wallet would pay again. */
+static void test_ledger_failed_then_executed_reports_ok(void **state)
+{
+    (void)state;
+    store *s = open_store("retry");
+    ledger *l = open_ledger(s);
+    uint8_t t0[512], t1[512];
+    size_t n0, n1;
+    make_tx(0, 10, t0, &n0);
+    make_tx(1, 5, t1, &n1);
+    pbft_span b1[1] = {{t1, n1}}; /* nonce 1 before nonce 0 */
+    execute_block(s, l, 1, b1, 1);
+    expect_receipt(s, t1, n1, 1, 0, LEDGER_BAD_NONCE);
+    pbft_span b2[3] = {{t0, n0}, {t1, n1}, {t1, n1}}; /* now in order, and once more */
+    execute_block(s, l, 2, b2, 3);
+    expect_receipt(s, t0, n0, 2, 0, LEDGER_OK);
+    expect_receipt(s, t1, n1, 2, 1, LEDGER_OK); /* where it took effect */
+    uint64_t bal = 0, nonce = 0;
+    assert_int_equal(ledger_account(l, g_pk, &bal, &nonce), STORE_OK);
+    assert_int_equal(bal, 1000 - 10 - 5);
+    assert_int_equal(nonce, 2);
+    ledger_close(l);
+    store_close(s);
+}
+
+/* The same within one block: fails, its predecessor executes, the copy takes effect. */
+static void test_ledger_failed_then_executed_same_block(void **state)
+{
+    (void)state;
+    store *s = open_store("retry_same");
+    ledger *l = open_ledger(s);
+    uint8_t t0[512], t1[512];
+    size_t n0, n1;
+    make_tx(0, 10, t0, &n0);
+    make_tx(1, 5, t1, &n1);
+    pbft_span b1[3] = {{t1, n1}, {t0, n0}, {t1, n1}};
+    execute_block(s, l, 1, b1, 3);
+    expect_receipt(s, t1, n1, 1, 2, LEDGER_OK);
+    expect_receipt(s, t0, n0, 1, 1, LEDGER_OK);
+    ledger_close(l);
+    store_close(s);
+}
+
 int main(void)
 {
     if (keys_init() != KEYS_OK)
@@ -171,6 +217,8 @@ int main(void)
         cmocka_unit_test(test_ledger_duplicate_in_later_block_keeps_first_receipt),
         cmocka_unit_test(test_ledger_duplicate_in_same_block_keeps_first_receipt),
         cmocka_unit_test(test_ledger_failed_transaction_receipt),
+        cmocka_unit_test(test_ledger_failed_then_executed_reports_ok),
+        cmocka_unit_test(test_ledger_failed_then_executed_same_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
