@@ -374,43 +374,55 @@ static void test_rpc_queries_happy_path(void **state)
 }
 
 /* http does one HTTP transaction; returns the status and a malloc'd body in *out. */
-static int http(const char *method, const char *path, const char *body, size_t len, char **out)
+/* http_raw makes one HTTP request to the node's RPC port and returns the status, or -1 if
+ * it got no answer; with out, the body (NUL-terminated; the caller frees). No cmocka
+ * asserts: other threads use it too. */
+static int http_raw(const char *method, const char *path, const char *body, size_t len, char **out)
 {
     char u[200];
     snprintf(u, sizeof u, "%s%s", RPC_URL, path);
-    nng_url *url;
-    nng_http_client *cl;
-    nng_http_req *req;
-    nng_http_res *res;
-    nng_aio *aio;
-    assert_int_equal(nng_url_parse(&url, u), 0);
-    assert_int_equal(nng_http_client_alloc(&cl, url), 0);
-    assert_int_equal(nng_http_req_alloc(&req, url), 0);
-    assert_int_equal(nng_http_res_alloc(&res), 0);
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    nng_http_req_set_method(req, method);
-    if (body != NULL) {
-        nng_http_req_set_header(req, "Content-Type", "application/json");
-        nng_http_req_copy_data(req, body, len);
-    }
-    nng_http_client_transact(cl, req, res, aio);
-    nng_aio_wait(aio);
-    int rv = nng_aio_result(aio);
-    int status = rv == 0 ? nng_http_res_get_status(res) : -rv;
-    if (out != NULL) {
-        void *d;
-        size_t dn;
-        nng_http_res_get_data(res, &d, &dn);
-        *out = malloc(dn + 1);
-        memcpy(*out, d, dn);
-        (*out)[dn] = 0;
+    nng_url *url = NULL;
+    nng_http_client *cl = NULL;
+    nng_http_req *req = NULL;
+    nng_http_res *res = NULL;
+    nng_aio *aio = NULL;
+    int status = -1;
+    if (out != NULL)
+        *out = NULL;
+    if (nng_url_parse(&url, u) == 0 && nng_http_client_alloc(&cl, url) == 0 &&
+        nng_http_req_alloc(&req, url) == 0 && nng_http_res_alloc(&res) == 0 &&
+        nng_aio_alloc(&aio, NULL, NULL) == 0) {
+        nng_aio_set_timeout(aio, 5000);
+        nng_http_req_set_method(req, method);
+        if (body != NULL) {
+            nng_http_req_set_header(req, "Content-Type", "application/json");
+            nng_http_req_copy_data(req, body, len);
+        }
+        nng_http_client_transact(cl, req, res, aio);
+        nng_aio_wait(aio);
+        if (nng_aio_result(aio) == 0) {
+            status = nng_http_res_get_status(res);
+            void *d;
+            size_t dn;
+            nng_http_res_get_data(res, &d, &dn);
+            if (out != NULL && (*out = malloc(dn + 1)) != NULL) {
+                memcpy(*out, d, dn);
+                (*out)[dn] = 0;
+            }
+        }
     }
     nng_aio_free(aio);
     nng_http_res_free(res);
     nng_http_req_free(req);
     nng_http_client_free(cl);
     nng_url_free(url);
+    return status;
+}
+
+static int http(const char *method, const char *path, const char *body, size_t len, char **out)
+{
+    int status = http_raw(method, path, body, len, out);
+    assert_true(out == NULL || status < 0 || *out != NULL);
     return status;
 }
 
@@ -565,44 +577,15 @@ static int g_stop_sent;        /* atomic: submissions accepted */
 static int g_stop_sender_quit; /* atomic */
 static int g_close_done;       /* atomic */
 
-/* post_quiet is http()'s POST for another thread, with no cmocka asserts: 1 if a JSON-RPC
- * result came back, 0 for any other answer (an error), -1 for none. */
-static int post_quiet(const char *body)
+/* post_result POSTs body from another thread: 1 if a JSON-RPC result came back, 0 for any
+ * other answer (an error), -1 for none. */
+static int post_result(const char *body)
 {
-    nng_url *url = NULL;
-    nng_http_client *cl = NULL;
-    nng_http_req *req = NULL;
-    nng_http_res *res = NULL;
-    nng_aio *aio = NULL;
-    int status = -1;
-    if (nng_url_parse(&url, RPC_URL "/") == 0 && nng_http_client_alloc(&cl, url) == 0 &&
-        nng_http_req_alloc(&req, url) == 0 && nng_http_res_alloc(&res) == 0 &&
-        nng_aio_alloc(&aio, NULL, NULL) == 0) {
-        nng_aio_set_timeout(aio, 5000);
-        nng_http_req_set_method(req, "POST");
-        nng_http_req_set_header(req, "Content-Type", "application/json");
-        nng_http_req_copy_data(req, body, strlen(body));
-        nng_http_client_transact(cl, req, res, aio);
-        nng_aio_wait(aio);
-        void *d = NULL;
-        size_t dn = 0;
-        if (nng_aio_result(aio) == 0 && nng_http_res_get_status(res) == 200) {
-            nng_http_res_get_data(res, &d, &dn);
-            char *b = malloc(dn + 1);
-            if (b != NULL) {
-                memcpy(b, d, dn);
-                b[dn] = 0;
-                status = strstr(b, "\"result\"") != NULL ? 1 : 0;
-                free(b);
-            }
-        }
-    }
-    nng_aio_free(aio);
-    nng_http_res_free(res);
-    nng_http_req_free(req);
-    nng_http_client_free(cl);
-    nng_url_free(url);
-    return status;
+    char *out = NULL;
+    int st = http_raw("POST", "/", body, strlen(body), &out);
+    int rc = st < 0 ? -1 : st == 200 && out != NULL && strstr(out, "\"result\"") != NULL;
+    free(out);
+    return rc;
 }
 
 static void *stop_sender(void *arg)
@@ -610,7 +593,7 @@ static void *stop_sender(void *arg)
     (void)arg;
     for (int i = 0; i < STOP_BODIES && !__atomic_load_n(&g_stop_sender_quit, __ATOMIC_SEQ_CST);
          i++) {
-        int rc = post_quiet(g_stop_bodies[i]);
+        int rc = post_result(g_stop_bodies[i]);
         if (rc < 0)
             break;   /* RPC closed */
         if (rc == 1) /* accepted into the mempool */
