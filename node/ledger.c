@@ -273,7 +273,7 @@ static int tx_receipt(ledger *l, const pbft_digest *h, int code)
     int prior = -1; /* none */
     struct ov_ent *e = l->ov_cap > 0 ? ov_slot(l->ov, l->ov_cap, key, sizeof key) : NULL;
     if (e != NULL && e->key != NULL) {
-        prior = e->vn == 1 ? e->val[0] : LEDGER_OK;
+        prior = e->val[0]; /* every receipt entry holds its code (below) */
     } else {
         uint64_t height;
         uint32_t index;
