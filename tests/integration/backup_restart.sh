@@ -6,7 +6,9 @@ net_create 4
 start_all
 load() { # account $1 submits transactions with increasing nonces until told to stop
     local nonce=0
-    while [ ! -f "$DIR/stop" ]; do
+    # (and when the test's directory is gone: a failure's cleanup removes it, and a load
+    # left running would hold ctest until its timeout)
+    while [ -d "$DIR" ] && [ ! -f "$DIR/stop" ]; do
         transfer $(((nonce + $1) % 3)) "$1" "$nonce" >/dev/null 2>&1 && nonce=$((nonce + 1))
     done
     echo "$nonce" >"$DIR/sent$1"
