@@ -384,6 +384,7 @@ static int cmd_start(int argc, char **argv)
     node_run(n);
     log_msg(LOG_INFO, "stopping");
     node_close(n);
+    log_msg(LOG_INFO, "stopped");
     return 0;
 }
 

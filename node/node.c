@@ -1621,6 +1621,15 @@ void node_run(node *n)
     }
 }
 
+/* close_step logs one finished step of a running node's shutdown and the time since it began
+ * (a node that failed to open has nothing to report). */
+static void close_step(const node *n, uint64_t t0, const char *what)
+{
+    if (n->loop_started)
+        log_msg(LOG_INFO, "stopping: %s (%llu ms)", what,
+                (unsigned long long)((mono_us() - t0) / 1000));
+}
+
 void node_close(node *n)
 {
     if (n == NULL)
@@ -1628,9 +1637,12 @@ void node_close(node *n)
     /* Order matters. RPC first: its handlers may wait for the loop's verdict, so the loop
      * must still run while they finish. Then the loop and the workers. The transport last:
      * the loop sends through it until it stops, and its receive callback only queues
-     * (dropping once stop is set). */
+     * (dropping once stop is set). Each step is logged with its time, so a shutdown that
+     * hangs says where. */
+    uint64_t t0 = mono_us();
     rpc_close(n->rpc);
     n->rpc = NULL;
+    close_step(n, t0, "RPC server closed");
     pthread_mutex_lock(&n->mu);
     n->stop = true;
     n->stop_flag = 1;
@@ -1641,8 +1653,10 @@ void node_close(node *n)
         pthread_join(n->loop_th, NULL);
     for (uint32_t i = 0; i < n->nworkers; i++)
         pthread_join(n->workers[i], NULL);
+    close_step(n, t0, "consensus loop and verify workers joined");
     transport_close(n->tp);
     n->tp = NULL;
+    close_step(n, t0, "peer transport closed");
     /* Release what never reached the loop; wake any waiter (none remain: RPC is closed). */
     struct qev e;
     while (ring_pop(&n->q, &e) || ring_pop(&n->rq, &e)) {
@@ -1671,6 +1685,7 @@ void node_close(node *n)
     pbft_byz_free(n->byz);
     ledger_close(n->lg);
     store_close(n->st);
+    close_step(n, t0, "storage closed");
     genesis_free(&n->gen);
     if (n->ev != NULL)
         evlog_emit(n->ev, "node_stop", NULL);

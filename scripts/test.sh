@@ -29,8 +29,9 @@ done
 # python3-nacl: only for the integration test of a client written from docs/ alone;
 # prometheus: only for its promtool, which checks GET /metrics; python3-matplotlib: only for
 # the plots of scripts/viewchange.sh (docs/architecture.md, "Dependencies"); curl: for the
-# integration tests that read GET /metrics.
-pbft_ensure_deps python3-nacl prometheus python3-matplotlib curl
+# integration tests that read GET /metrics; gdb: prints the stacks of a replica that does not
+# stop on SIGTERM (tests/integration/netlib.sh).
+pbft_ensure_deps python3-nacl prometheus python3-matplotlib curl gdb
 
 jobs=$(nproc 2>/dev/null || echo 2)
 start=$(date +%s)

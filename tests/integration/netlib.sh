@@ -107,6 +107,19 @@ same_chain() {
     log "identical chain and app hashes at heights 1..$min on nodes $*"
 }
 
+# dump_stacks PID FILE: every thread's stack of a hung process, into FILE and the test's
+# output (scripts/test.sh installs gdb for this; without it, the log says so).
+dump_stacks() {
+    if ! command -v gdb >/dev/null 2>&1; then
+        log "gdb is not installed: no stacks of pid $1"
+        return 0
+    fi
+    timeout 60 gdb -p "$1" -batch -nx -iex "set debuginfod enabled off" -ex "set pagination off" -ex "thread apply all bt" \
+        > "$2" 2>&1 || true
+    log "stacks of pid $1 (also in $2):"
+    grep -E '^(Thread|#)' "$2" | head -300 >&2 || true
+}
+
 # stop_all_clean: SIGTERM every replica and require a clean exit (status 0) within 20 s.
 # A crash during shutdown (a use after close) shows up here as 139 or a timeout.
 stop_all_clean() {
@@ -122,7 +135,10 @@ stop_all_clean() {
         p=${e#*:}
         local end=$((SECONDS + 20))
         while kill -0 "$p" 2>/dev/null; do
-            [ "$SECONDS" -lt "$end" ] || fail "node$i did not stop within 20 s of SIGTERM"
+            if [ "$SECONDS" -ge "$end" ]; then
+                dump_stacks "$p" "$NET/node$i/stacks.txt"
+                fail "node$i did not stop within 20 s of SIGTERM"
+            fi
             sleep 0.1
         done
         local rc=0
