@@ -1040,6 +1040,124 @@ static void test_replica_state_transfer_silent_liar_cannot_keep_it_open(void **s
     liar_cannot_keep_it_open(SERVE_NOTHING, true);
 }
 
+/* send_claim delivers to `to` a CHECKPOINT from `from` for seq (an idle claim unless seq is
+ * a checkpoint): what a replica says about how far it executed. */
+static void send_claim(struct net *net, uint16_t from, int to, uint64_t seq)
+{
+    pbft_wbuf w;
+    pbft_wbuf_init(&w, PBFT_MAX_MSG_BYTES);
+    pbft_ckpt c = {.seq = seq};
+    pbft_put_ckpt_msg(&w, from, &c, chain_id(), net->sk[from]);
+    pbft_put_attach(&w, NULL, 0);
+    assert_int_equal(w.err, PBFT_OK);
+    pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+    ev.u.msg.p = w.p;
+    ev.u.msg.n = w.len;
+    step(net, to, &ev);
+    pbft_wbuf_free(&w);
+}
+
+/* A replica whose state-transfer target is reached by the normal case ends the transfer
+ * there, not at its next retry or the next useful reply. Under steady load the peers'
+ * newest claims kept the target just ahead of a replica that was in fact caught up, so its
+ * transfer stayed open until the load stopped (byzantine_bogus-state under ASan: "the wiped
+ * replica never caught up", with state_transfer_done logged 4 s after it had). */
+static bool node3_at_height(struct net *net)
+{
+    return net->nodes[3].height >= want_height;
+}
+
+static void test_replica_state_transfer_done_by_normal_case(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, long_checkpoints);
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = 4;
+    assert_true(run(net, 60000, all_at_height));
+    run(net, net->now + 10000, NULL); /* quiet: every submitted transaction executed */
+    uint64_t h = net->nodes[3].height;
+    assert_true(h >= 4 && h + 4 < 16);
+    /* Replica 1 claims to replica 3 that it executed h + 4 (an idle claim, as a replica
+     * sends when it has nothing else to checkpoint) and then serves nothing: only the normal
+     * case can take replica 3 there. */
+    net->serve_mode[1] = SERVE_NOTHING;
+    struct st_trace t = {0};
+    pbft_replica_set_trace(net->nodes[3].r, st_trace_fn, &t);
+    send_claim(net, 1, 3, h + 4);
+    assert_int_equal(t.starts, 1);
+    assert_true(pbft_replica_catching_up(net->nodes[3].r));
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = h + 4;
+    assert_true(run(net, net->now + 60000, node3_at_height));
+    assert_int_equal(t.dones, 1);
+    assert_false(pbft_replica_catching_up(net->nodes[3].r));
+    assert_true(run(net, net->now + 60000, all_at_height));
+    assert_agreement(net);
+    net_free(net);
+}
+
+/* A liar's inflated claim is put to the test as soon as the honest blocks are in, not at
+ * the next retry. A restarted replica asks the honest peer that claimed first; then the liar
+ * claims more. Once the honest blocks are in, only the liar's claim keeps the transfer open.
+ * The replica used to ask the honest peer again until the retry, then the liar until the
+ * retry after, and stayed "catching up" for two state_retry_ms (4 s at the defaults; the
+ * run of byzantine_bogus-state under ASan ended first). Now the liar is asked at once, and a
+ * silent one is convicted by the first retry. */
+struct st_clock {
+    struct net *net;
+    uint64_t start, done;
+};
+
+static void st_clock_fn(void *ctx, int kind, uint64_t view, uint64_t seq, int arg, const char *text)
+{
+    (void)view, (void)seq, (void)arg, (void)text;
+    struct st_clock *c = ctx;
+    if (kind == PBFT_TRACE_STATE_START && c->start == 0)
+        c->start = c->net->now;
+    if (kind == PBFT_TRACE_STATE_DONE && c->start != 0 && c->done == 0)
+        c->done = c->net->now;
+}
+
+static bool node3_done(struct net *net)
+{
+    return !pbft_replica_catching_up(net->nodes[3].r);
+}
+
+static void test_replica_state_transfer_tests_liar_at_once(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, long_checkpoints);
+    net->nodes[3].down = true;
+    pbft_replica_free(net->nodes[3].r);
+    net->nodes[3].r = NULL;
+    for (int k = 0; k < 40; k++)
+        submit(net, 0);
+    want_height = 10;
+    assert_true(run(net, 60000, all_at_height));
+    run(net, net->now + 10000, NULL); /* quiet: every submitted transaction executed */
+    uint64_t h = net->nodes[0].height;
+    node_start(net, 3);
+    run(net, net->now + 100, NULL);
+    struct st_clock c = {.net = net};
+    pbft_replica_set_trace(net->nodes[3].r, st_clock_fn, &c);
+    net->serve_mode[1] = SERVE_NOTHING; /* the liar */
+    send_claim(net, 2, 3, h);           /* honest: the transfer starts with replica 2 */
+    assert_true(pbft_replica_catching_up(net->nodes[3].r));
+    send_claim(net, 1, 3, h + 20); /* the lie, while replica 2's blocks are on their way */
+    assert_true(run(net, net->now + 30000, node3_done));
+    assert_int_equal(net->nodes[3].height, h);
+    assert_true(c.start != 0 && c.done != 0);
+    uint64_t took = c.done - c.start, retry = net->nodes[3].cfg.state_retry_ms;
+    if (took >= retry * 3 / 2)
+        fprintf(stderr, "state transfer took %llu ms (state_retry_ms %llu)\n",
+                (unsigned long long)took, (unsigned long long)retry);
+    assert_true(took < retry * 3 / 2);
+    assert_agreement(net);
+    net_free(net);
+}
+
 /* A peer asking for state transfer faster than its budget (4 * max_state_blocks blocks per
  * state_retry_ms / 16) is served exactly the budget, the rest dropped and counted as over
  * the limit; in the next window it is served again. */
@@ -1130,6 +1248,8 @@ int main(void)
         cmocka_unit_test(test_replica_state_transfer_lying_peers_rejected),
         cmocka_unit_test(test_replica_state_transfer_liar_cannot_keep_it_open),
         cmocka_unit_test(test_replica_state_transfer_silent_liar_cannot_keep_it_open),
+        cmocka_unit_test(test_replica_state_transfer_done_by_normal_case),
+        cmocka_unit_test(test_replica_state_transfer_tests_liar_at_once),
         cmocka_unit_test(test_replica_state_serving_budget_enforced),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
