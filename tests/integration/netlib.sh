@@ -114,9 +114,9 @@ dump_stacks() {
         log "gdb is not installed: no stacks of pid $1"
         return 0
     fi
-    timeout 60 gdb -p "$1" -batch -nx -iex "set debuginfod enabled off" -ex "set pagination off" -ex "thread apply all bt" \
-        > "$2" 2>&1 || true
-    log "stacks of pid $1 (also in $2):"
+    timeout 60 gdb -p "$1" -batch -nx -iex "set debuginfod enabled off" \
+        -ex "set pagination off" -ex "thread apply all bt" >"$2" 2>&1 || true
+    log "stacks of pid $1 (whole in $2, which KEEP=1 keeps):"
     grep -E '^(Thread|#)' "$2" | head -300 >&2 || true
 }
 
