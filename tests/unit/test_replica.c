@@ -751,12 +751,10 @@ static void test_replica_view_change_keeps_burst_order(void **state)
     net_free(net);
 }
 
-/* A backup that was down catches up by state transfer after the others checkpointed and
- * collected their logs, and ends with the same chain. */
-static void test_replica_restart_catches_up_by_state_transfer(void **state)
+/* run_without_replica3: replica 3 down with no state at all, the others commit 40
+ * transactions (height 10 or more): the start of every catch-up test. */
+static void run_without_replica3(struct net *net)
 {
-    (void)state;
-    struct net *net = net_new(4, NULL);
     net->nodes[3].down = true;
     pbft_replica_free(net->nodes[3].r);
     net->nodes[3].r = NULL;
@@ -764,6 +762,15 @@ static void test_replica_restart_catches_up_by_state_transfer(void **state)
         submit(net, 0);
     want_height = 10;
     assert_true(run(net, 60000, all_at_height));
+}
+
+/* A backup that was down catches up by state transfer after the others checkpointed and
+ * collected their logs, and ends with the same chain. */
+static void test_replica_restart_catches_up_by_state_transfer(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    run_without_replica3(net);
     node_start(net, 3);
     submit(net, 0);
     want_height = 11;
@@ -927,13 +934,7 @@ static void test_replica_state_transfer_lying_peers_rejected(void **state)
 {
     (void)state;
     struct net *net = net_new(4, NULL);
-    net->nodes[3].down = true;
-    pbft_replica_free(net->nodes[3].r);
-    net->nodes[3].r = NULL;
-    for (int k = 0; k < 40; k++)
-        submit(net, 0);
-    want_height = 10;
-    assert_true(run(net, 60000, all_at_height));
+    run_without_replica3(net);
     net->serve_mode[0] = SERVE_CORRUPT;
     net->serve_mode[1] = SERVE_NOTHING;
     node_start(net, 3);
@@ -980,13 +981,7 @@ static void liar_cannot_keep_it_open(int serve_mode, bool late)
     pbft_byz_config bc = {.mode = PBFT_BYZ_BOGUS_STATE, .seed = 7};
     pbft_byz *liar;
     assert_int_equal(pbft_byz_new(&bc, &liar), 0);
-    net->nodes[3].down = true;
-    pbft_replica_free(net->nodes[3].r);
-    net->nodes[3].r = NULL;
-    for (int k = 0; k < 40; k++)
-        submit(net, 0);
-    want_height = 10;
-    assert_true(run(net, 60000, all_at_height));
+    run_without_replica3(net);
     /* Replica 1 turns liar only now: with 3 down too, no checkpoint could become stable. */
     if (!late) {
         pbft_replica_set_byz(net->nodes[1].r, liar);
@@ -1129,13 +1124,7 @@ static void test_replica_state_transfer_tests_liar_at_once(void **state)
 {
     (void)state;
     struct net *net = net_new(4, long_checkpoints);
-    net->nodes[3].down = true;
-    pbft_replica_free(net->nodes[3].r);
-    net->nodes[3].r = NULL;
-    for (int k = 0; k < 40; k++)
-        submit(net, 0);
-    want_height = 10;
-    assert_true(run(net, 60000, all_at_height));
+    run_without_replica3(net);
     run(net, net->now + 10000, NULL); /* quiet: every submitted transaction executed */
     uint64_t h = net->nodes[0].height;
     node_start(net, 3);
