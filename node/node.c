@@ -549,7 +549,9 @@ static void fatal(node *n, const char *what, const char *msg)
 {
     (void)n;
     log_msg(LOG_ERROR, "fatal: %s: %s; stopping so nothing is sent that is not on disk", what, msg);
-    exit(2);
+    /* _exit, not exit: other threads (nng's, RocksDB's) still run, and exit()'s teardown of
+     * libraries under them can crash or hang. Every write so far was synced. */
+    _exit(2);
 }
 
 static void queue_out(node *n, uint16_t to, uint64_t due, const uint8_t *p, size_t len)
@@ -1630,19 +1632,111 @@ static void close_step(const node *n, uint64_t t0, const char *what)
                 (unsigned long long)((mono_us() - t0) / 1000));
 }
 
-void node_close(node *n)
+/* A close that nng may never finish. nng 1.5.2 (Debian 12's) can deadlock in nng_close: the
+ * stacks of a replica that hung on SIGTERM showed the main thread in nng_close of the PULL
+ * socket (transport_close) while nng's reaper waited (the class of nanomsg/nng #1813 and
+ * #1824, fixed upstream in 1.8). So each nng close runs on a helper thread and the caller
+ * waits at most a deadline. Past it the helper is left running with what it closes, and this
+ * struct, which it may still touch, is deliberately not freed. */
+struct bounded_close {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *bounded_close_main(void *p)
 {
-    if (n == NULL)
-        return;
-    /* Order matters. RPC first: its handlers may wait for the loop's verdict, so the loop
-     * must still run while they finish. Then the loop and the workers. The transport last:
-     * the loop sends through it until it stops, and its receive callback only queues
-     * (dropping once stop is set). Each step is logged with its time, so a shutdown that
-     * hangs says where. */
-    uint64_t t0 = mono_us();
-    rpc_close(n->rpc);
-    n->rpc = NULL;
-    close_step(n, t0, "RPC server closed");
+    struct bounded_close *b = p;
+    b->fn(b->arg);
+    pthread_mutex_lock(&b->mu);
+    b->done = true;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* close_within runs fn(arg) and returns true once it returned, or false if it was still
+ * running after ms (it then goes on, on a detached thread). */
+static bool close_within(void (*fn)(void *), void *arg, uint32_t ms)
+{
+    struct bounded_close *b = calloc(1, sizeof *b);
+    pthread_condattr_t ca;
+    if (b == NULL || pthread_condattr_init(&ca) != 0) {
+        free(b);
+        fn(arg); /* no helper to be had: close inline, unbounded */
+        return true;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    b->fn = fn;
+    b->arg = arg;
+    pthread_t th;
+    if (pthread_create(&th, NULL, bounded_close_main, b) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        pthread_cond_destroy(&b->cv);
+        free(b);
+        fn(arg);
+        return true;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += (time_t)(ms / 1000);
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->mu);
+    while (!b->done && pthread_cond_timedwait(&b->cv, &b->mu, &dl) != ETIMEDOUT)
+        ;
+    bool done = b->done;
+    pthread_mutex_unlock(&b->mu);
+    if (!done) {
+        pthread_detach(th);
+        return false;
+    }
+    pthread_join(th, NULL);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+    return true;
+}
+
+/* The test hook PBFTD_FAULT_HANG_CLOSE=rpc|transport makes that close hang for good, as
+ * nng's does, so that tests reach the deadline path (docs/operations.md, "Stopping"). */
+static bool fault_hang(const char *what)
+{
+    const char *v = getenv("PBFTD_FAULT_HANG_CLOSE");
+    return v != NULL && strcmp(v, what) == 0;
+}
+
+static void hang_forever(void)
+{
+    for (;;)
+        pause();
+}
+
+static void close_rpc_fn(void *arg)
+{
+    if (fault_hang("rpc"))
+        hang_forever();
+    rpc_close(arg);
+}
+
+static void close_transport_fn(void *arg)
+{
+    if (fault_hang("transport"))
+        hang_forever();
+    transport_close(arg);
+}
+
+/* stop_loop stops the consensus loop and the verify workers and joins them. */
+static void stop_loop(node *n)
+{
     pthread_mutex_lock(&n->mu);
     n->stop = true;
     n->stop_flag = 1;
@@ -1653,8 +1747,57 @@ void node_close(node *n)
         pthread_join(n->loop_th, NULL);
     for (uint32_t i = 0; i < n->nworkers; i++)
         pthread_join(n->workers[i], NULL);
+}
+
+int node_close(node *n)
+{
+    if (n == NULL)
+        return NODE_CLOSED;
+    /* Order matters, and every durable thing is closed before the peer transport:
+     *   1. RPC: its handlers may wait for the loop's verdict, so the loop still runs while
+     *      they finish; they also read the store, so the store outlives them;
+     *   2. the loop and the verify workers: after this nothing writes;
+     *   3. storage (every batch was already synced) and the event log;
+     *   4. the transport, last: the loop sent through it until it stopped, and its receive
+     *      callback only queues (dropping once stop is set).
+     * Each nng close (1 and 4) has a deadline (close_within). Past it the node is abandoned,
+     * not freed, since nng threads may still use it, and the caller must end the process.
+     * Each step is logged with its time, so a shutdown that hangs says where. */
+    uint64_t t0 = mono_us();
+    bool rpc_done = n->rpc == NULL || close_within(close_rpc_fn, n->rpc, NODE_RPC_CLOSE_MS);
+    if (!rpc_done) {
+        /* Handlers may still run and read the store: leave it open. Every write so far was
+         * synced, so this loses nothing, as a crash would not. */
+        log_msg(LOG_WARN,
+                "stopping: RPC server close did not finish within %u ms (nng); storage left "
+                "open, every write having been synced",
+                NODE_RPC_CLOSE_MS);
+        stop_loop(n);
+        close_step(n, t0, "consensus loop and verify workers joined");
+        return NODE_CLOSE_ABANDONED;
+    }
+    n->rpc = NULL;
+    close_step(n, t0, "RPC server closed");
+    stop_loop(n);
     close_step(n, t0, "consensus loop and verify workers joined");
-    transport_close(n->tp);
+    ledger_close(n->lg);
+    n->lg = NULL;
+    store_close(n->st);
+    n->st = NULL;
+    close_step(n, t0, "storage closed");
+    if (n->ev != NULL)
+        evlog_emit(n->ev, "node_stop", NULL);
+    evlog_close(n->ev);
+    n->ev = NULL;
+    evlog_close(n->mlog);
+    n->mlog = NULL;
+    if (n->tp != NULL && !close_within(close_transport_fn, n->tp, NODE_TRANSPORT_CLOSE_MS)) {
+        log_msg(LOG_WARN,
+                "stopping: peer transport close did not finish within %u ms (nng); everything "
+                "durable is closed",
+                NODE_TRANSPORT_CLOSE_MS);
+        return NODE_CLOSE_ABANDONED;
+    }
     n->tp = NULL;
     close_step(n, t0, "peer transport closed");
     /* Release what never reached the loop; wake any waiter (none remain: RPC is closed). */
@@ -1683,14 +1826,7 @@ void node_close(node *n)
     store_batch_free(n->batch);
     pbft_replica_free(n->r);
     pbft_byz_free(n->byz);
-    ledger_close(n->lg);
-    store_close(n->st);
-    close_step(n, t0, "storage closed");
     genesis_free(&n->gen);
-    if (n->ev != NULL)
-        evlog_emit(n->ev, "node_stop", NULL);
-    evlog_close(n->ev);
-    evlog_close(n->mlog);
     free(n->lat);
     free(n->txc);
     free(n->dup);
@@ -1701,4 +1837,5 @@ void node_close(node *n)
     pthread_cond_destroy(&n->cv);
     pthread_cond_destroy(&n->vcv);
     free(n);
+    return NODE_CLOSED;
 }

@@ -46,7 +46,15 @@ void node_run(node *n);
 void node_request_stop(node *n); /* async-signal-safe */
 /* node_request_byzantine activates an armed Byzantine mode (async-signal-safe; SIGUSR1). */
 void node_request_byzantine(node *n);
-void node_close(node *n);
+/* node_close shuts down in order: RPC, the loop, storage and the event log, then the peer
+ * transport. It returns NODE_CLOSED, or NODE_CLOSE_ABANDONED when an nng close did not end
+ * within its deadline (NODE_RPC_CLOSE_MS, NODE_TRANSPORT_CLOSE_MS: nng 1.5.2 can deadlock
+ * there). The node is then left allocated, since nng threads may still use it, and the
+ * caller must end the process at once with _exit. Safe on NULL. */
+#define NODE_RPC_CLOSE_MS 3000u
+#define NODE_TRANSPORT_CLOSE_MS 2000u
+enum { NODE_CLOSED = 0, NODE_CLOSE_ABANDONED = 1 };
+int node_close(node *n);
 
 /* A snapshot of what RPC and logs report, taken by the loop thread after each iteration. */
 typedef struct {
