@@ -56,6 +56,8 @@ const char *pbft_strerror(int rc)
         return "signature does not verify";
     case PBFT_E_DIGEST:
         return "block does not match its digest or transaction root";
+    case PBFT_E_OOM:
+        return "out of memory";
     default:
         return "unknown error";
     }
@@ -905,7 +907,7 @@ static bool wbuf_reserve(pbft_wbuf *w, size_t k)
         ncap = w->limit;
     uint8_t *np = realloc(w->p, ncap);
     if (np == NULL) {
-        w->err = PBFT_E_NOMEM;
+        w->err = PBFT_E_OOM;
         return false;
     }
     w->p = np;

@@ -59,6 +59,7 @@ enum {
     PBFT_E_NOMEM = 7,        /* encoder: output buffer limit reached */
     PBFT_E_SIG = 8,          /* a signature does not verify */
     PBFT_E_DIGEST = 9,       /* a block does not match its digest or transaction root */
+    PBFT_E_OOM = 10,         /* encoder: out of memory (PBFT_E_NOMEM is the buffer's limit) */
 };
 
 /* pbft_strerror returns a static string for a PBFT_E_* code. */

@@ -239,6 +239,15 @@ struct pbft_replica {
 
     uint64_t resend_deadline;
 
+    /* Failure (sticky): an allocation failed or an output bound was passed, in this call or
+     * an earlier one. The call that met it emits nothing, nor does any later one
+     * (pbft_replica_step). */
+    const char *failed;
+    pbft_alloc_fault_fn alloc_fault; /* test hook: fail chosen allocations */
+    void *alloc_fault_ctx;
+    pbft_out_limits lim;
+    uint64_t send_bytes; /* frame bytes in this call's sends (lim.send_bytes) */
+
     /* Output of the current call. */
     pbft_output out;
     struct out_arrays oa;
@@ -291,9 +300,54 @@ static void trace(pbft_replica *r, int kind, uint64_t view, uint64_t seq, int ar
     r->trace(r->trace_ctx, kind, view, seq, arg, text);
 }
 
-static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+/* ------------------------------------------------------------------------------------------
+ * Allocation. Every allocation of the core goes through these three. A failure is sticky
+ * (r->failed): the call that met it emits no message, record or commit, and neither does any
+ * later call, so a vote can never leave without the record that makes it a durable promise
+ * [TOCS §4.1]. The driver then stops (fail-stop). The test hook fails chosen allocations.
+ * ----------------------------------------------------------------------------------------*/
+static void fail_sticky(pbft_replica *r, const char *why)
 {
-    uint8_t *c = malloc(n == 0 ? 1 : n);
+    if (r->failed == NULL)
+        r->failed = why;
+}
+
+static bool alloc_allowed(pbft_replica *r)
+{
+    if (r->alloc_fault != NULL && r->alloc_fault(r->alloc_fault_ctx)) {
+        fail_sticky(r, "an allocation failed");
+        return false;
+    }
+    return true;
+}
+
+static void *r_malloc(pbft_replica *r, size_t n)
+{
+    void *p = alloc_allowed(r) ? malloc(n == 0 ? 1 : n) : NULL;
+    if (p == NULL)
+        fail_sticky(r, "an allocation failed");
+    return p;
+}
+
+static void *r_calloc(pbft_replica *r, size_t k, size_t n)
+{
+    void *p = alloc_allowed(r) ? calloc(k == 0 ? 1 : k, n == 0 ? 1 : n) : NULL;
+    if (p == NULL)
+        fail_sticky(r, "an allocation failed");
+    return p;
+}
+
+static void *r_realloc(pbft_replica *r, void *old, size_t n)
+{
+    void *p = alloc_allowed(r) ? realloc(old, n == 0 ? 1 : n) : NULL;
+    if (p == NULL)
+        fail_sticky(r, "an allocation failed");
+    return p;
+}
+
+static uint8_t *dup_bytes(pbft_replica *r, const uint8_t *p, size_t n)
+{
+    uint8_t *c = r_malloc(r, n);
     if (c != NULL && n > 0)
         memcpy(c, p, n);
     return c;
@@ -305,9 +359,10 @@ static void vote_clear(struct vote *v)
     memset(v, 0, sizeof *v);
 }
 
-static bool vote_set(struct vote *v, uint64_t view, const pbft_digest *d, pbft_span msg)
+static bool vote_set(pbft_replica *r, struct vote *v, uint64_t view, const pbft_digest *d,
+                     pbft_span msg)
 {
-    uint8_t *c = dup_bytes(msg.p, msg.n);
+    uint8_t *c = dup_bytes(r, msg.p, msg.n);
     if (c == NULL)
         return false;
     free(v->frame);
@@ -339,13 +394,13 @@ static void *arena_alloc(pbft_replica *r, size_t n)
 {
     if (r->arena_n == r->arena_cap) {
         size_t cap = r->arena_cap ? r->arena_cap * 2 : 64;
-        void **a = realloc(r->arena, cap * sizeof *a);
+        void **a = r_realloc(r, r->arena, cap * sizeof *a);
         if (a == NULL)
             return NULL;
         r->arena = a;
         r->arena_cap = cap;
     }
-    void *p = malloc(n == 0 ? 1 : n);
+    void *p = r_malloc(r, n);
     if (p != NULL)
         r->arena[r->arena_n++] = p;
     return p;
@@ -365,6 +420,7 @@ static void out_reset(pbft_replica *r)
         free(r->arena[i]);
     r->arena_n = 0;
     r->oa.n_persist = r->oa.n_sends = r->oa.n_commits = r->oa.n_serves = 0;
+    r->send_bytes = 0;
     memset(&r->out, 0, sizeof r->out);
     r->out.deadline_ms = NONE;
 }
@@ -373,7 +429,7 @@ static void out_reset(pbft_replica *r)
     do {                                                                                           \
         if ((n) == (cap)) {                                                                        \
             size_t nc_ = (cap) ? (cap)*2 : 16;                                                     \
-            void *np_ = realloc((arr), nc_ * sizeof *(arr));                                       \
+            void *np_ = r_realloc(r, (arr), nc_ * sizeof *(arr));                                  \
             if (np_ == NULL)                                                                       \
                 return false;                                                                      \
             (arr) = np_;                                                                           \
@@ -385,7 +441,7 @@ static void out_reset(pbft_replica *r)
     do {                                                                                           \
         if ((n) == (cap)) {                                                                        \
             size_t nc_ = (cap) ? (cap)*2 : 16;                                                     \
-            void *np_ = realloc((arr), nc_ * sizeof *(arr));                                       \
+            void *np_ = r_realloc(r, (arr), nc_ * sizeof *(arr));                                  \
             if (np_ == NULL)                                                                       \
                 return;                                                                            \
             (arr) = np_;                                                                           \
@@ -396,6 +452,10 @@ static void out_reset(pbft_replica *r)
 static bool out_persist(pbft_replica *r, int op, const uint8_t key[PBFT_REC_KEY_BYTES],
                         const uint8_t *value, size_t n)
 {
+    if (r->oa.n_persist >= r->lim.persist) {
+        fail_sticky(r, "output bound passed: records in one call");
+        return false;
+    }
     GROW(r->oa.persist, r->oa.n_persist, r->oa.cap_persist);
     pbft_persist *p = &r->oa.persist[r->oa.n_persist];
     p->op = op;
@@ -416,10 +476,15 @@ static bool out_persist(pbft_replica *r, int op, const uint8_t key[PBFT_REC_KEY_
 static bool out_send_raw(pbft_replica *r, uint16_t to, uint32_t delay_ms, const uint8_t *p,
                          size_t n)
 {
+    if (r->oa.n_sends >= r->lim.sends || n > r->lim.send_bytes - r->send_bytes) {
+        r->st.out_dropped++; /* as a lossy network would: PBFT retransmits */
+        return false;
+    }
     GROW(r->oa.sends, r->oa.n_sends, r->oa.cap_sends);
     uint8_t *c = arena_dup(r, p, n);
     if (c == NULL)
         return false;
+    r->send_bytes += n;
     pbft_send *s = &r->oa.sends[r->oa.n_sends++];
     s->to = to;
     s->delay_ms = delay_ms;
@@ -430,6 +495,10 @@ static bool out_send_raw(pbft_replica *r, uint16_t to, uint32_t delay_ms, const 
 
 static bool out_commit(pbft_replica *r, const pbft_commit *cm)
 {
+    if (r->oa.n_commits >= r->lim.commits) {
+        fail_sticky(r, "output bound passed: commits in one call");
+        return false;
+    }
     GROW(r->oa.commits, r->oa.n_commits, r->oa.cap_commits);
     r->oa.commits[r->oa.n_commits++] = *cm;
     return true;
@@ -438,6 +507,10 @@ static bool out_commit(pbft_replica *r, const pbft_commit *cm)
 static bool out_serve(pbft_replica *r, uint16_t to, uint64_t from, uint64_t upto,
                       const pbft_digest *d)
 {
+    if (r->oa.n_serves >= r->lim.serves) {
+        r->st.out_dropped++; /* the peer asks again after state_retry_ms */
+        return false;
+    }
     GROW(r->oa.serves, r->oa.n_serves, r->oa.cap_serves);
     pbft_serve *s = &r->oa.serves[r->oa.n_serves++];
     s->to = to;
@@ -553,7 +626,7 @@ static void fifo_push(pbft_replica *r, const pbft_digest *h)
 {
     if (r->fifo_len == r->fifo_cap) {
         /* Compact into a fresh array, keeping order: drop entries no longer queued. */
-        pbft_digest *nf = malloc(r->fifo_cap * sizeof *nf);
+        pbft_digest *nf = r_malloc(r, r->fifo_cap * sizeof *nf);
         if (nf == NULL)
             return; /* the tx stays held; it is proposed after a view change at worst */
         uint32_t w = 0;
@@ -613,7 +686,7 @@ static void mon_rebuild(pbft_replica *r)
 {
     r->mon_head = r->mon_len = 0;
     r->mon_overflow = false;
-    struct txent **v = malloc((r->held > 0 ? r->held : 1) * sizeof *v);
+    struct txent **v = r_malloc(r, (r->held > 0 ? r->held : 1) * sizeof *v);
     if (v == NULL) {
         r->mon_overflow = true; /* try again at the next check */
         return;
@@ -699,6 +772,8 @@ static bool build_frame(pbft_replica *r, const struct outmsg *m, pbft_wbuf *w)
     }
     pbft_msg_end(w, start, r->c.chain, r->c.sk);
     pbft_put_attach(w, m->attach, m->attach_n);
+    if (w->err == PBFT_E_OOM)
+        fail_sticky(r, "an allocation failed");
     return w->err == 0;
 }
 
@@ -832,8 +907,8 @@ static void byz_send(pbft_replica *r, const struct outmsg *m, const uint8_t *fra
             pbft_block blk;
             if (pbft_block_decode(m->attach, m->attach_n, &blk) != PBFT_OK)
                 break;
-            pbft_span *txs = malloc((blk.ntx ? blk.ntx : 1) * sizeof *txs);
-            uint8_t *alt = malloc(m->attach_n);
+            pbft_span *txs = r_malloc(r, (blk.ntx ? blk.ntx : 1) * sizeof *txs);
+            uint8_t *alt = r_malloc(r, m->attach_n);
             size_t alt_n = 0;
             size_t off = 0;
             uint32_t k = 0;
@@ -875,7 +950,7 @@ static void byz_send(pbft_replica *r, const struct outmsg *m, const uint8_t *fra
             if (pbft_viewchange_decode(body, &vc) != PBFT_OK)
                 break;
             size_t prefix = (size_t)(vc.pcerts.p - m->body) - 2; /* up to n_pcert */
-            uint8_t *nb = malloc(prefix + 2);
+            uint8_t *nb = r_malloc(r, prefix + 2);
             if (nb == NULL)
                 break;
             memcpy(nb, m->body, prefix);
@@ -1329,7 +1404,7 @@ static void check_committed(pbft_replica *r, struct slot *s, uint64_t view, cons
     pbft_list cert;
     if (!cert_from_votes(r, s, view, d, &cert))
         return; /* out of memory: retried when the next vote arrives */
-    uint8_t *frozen = dup_bytes(cert.region.p, cert.region.n);
+    uint8_t *frozen = dup_bytes(r, cert.region.p, cert.region.n);
     if (frozen == NULL)
         return;
     free(s->cert);
@@ -1374,7 +1449,7 @@ static void check_prepared(pbft_replica *r, struct slot *s)
     /* The prepared certificate, kept for VIEW-CHANGE [OSDI §4.4] and persisted before our
      * COMMIT leaves (a restarted replica must still report what it prepared). */
     size_t pcn = 4 + s->pp_n + 2 + total;
-    uint8_t *pc = malloc(pcn);
+    uint8_t *pc = r_malloc(r, pcn);
     if (pc != NULL) {
         size_t off = 0;
         pc[off++] = (uint8_t)(s->pp_n >> 24);
@@ -1410,7 +1485,7 @@ static void check_prepared(pbft_replica *r, struct slot *s)
     if (!build_frame(r, &m, &r->w))
         return;
     pbft_span own = {r->w.p, signed_len(&m, r->w.len)};
-    vote_set(&s->com[r->c.id], s->pp_view, &s->d, own);
+    vote_set(r, &s->com[r->c.id], s->pp_view, &s->d, own);
     persist_log(r, s->seq, s->pp_view, PBFT_MSG_COMMIT, r->c.id, r->w.p, r->w.len);
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
     s->sent_ms = r->now;
@@ -1421,8 +1496,8 @@ static void check_prepared(pbft_replica *r, struct slot *s)
 static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft_digest *d,
                       pbft_span pp, const uint8_t *block, size_t block_n)
 {
-    uint8_t *ppc = dup_bytes(pp.p, pp.n);
-    uint8_t *bc = block != NULL ? dup_bytes(block, block_n) : NULL;
+    uint8_t *ppc = dup_bytes(r, pp.p, pp.n);
+    uint8_t *bc = block != NULL ? dup_bytes(r, block, block_n) : NULL;
     if (ppc == NULL || (block != NULL && bc == NULL)) {
         free(ppc);
         free(bc);
@@ -1466,7 +1541,7 @@ static void send_prepare(pbft_replica *r, struct slot *s)
     if (!build_frame(r, &m, &r->w))
         return;
     pbft_span own = {r->w.p, signed_len(&m, r->w.len)};
-    vote_set(&s->prep[r->c.id], s->pp_view, &s->d, own);
+    vote_set(r, &s->prep[r->c.id], s->pp_view, &s->d, own);
     persist_log(r, s->seq, s->pp_view, PBFT_MSG_PREPARE, r->c.id, r->w.p, r->w.len);
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
 }
@@ -1595,7 +1670,7 @@ static void on_prepare(pbft_replica *r, const pbft_env *e)
         drop(r, digest_eq(&old->d, &v.d) ? PBFT_DROP_STALE : PBFT_DROP_CONFLICT);
         return;
     }
-    if (!vote_set(old, v.view, &v.d, e->whole)) {
+    if (!vote_set(r, old, v.view, &v.d, e->whole)) {
         drop(r, PBFT_DROP_LIMIT);
         return;
     }
@@ -1632,7 +1707,7 @@ static void on_commit(pbft_replica *r, const pbft_env *e)
                                                                  : PBFT_DROP_STALE);
         return;
     }
-    if (!vote_set(old, v.view, &v.d, e->whole)) {
+    if (!vote_set(r, old, v.view, &v.d, e->whole)) {
         drop(r, PBFT_DROP_LIMIT);
         return;
     }
@@ -1673,7 +1748,7 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
 {
     if (seq <= r->h)
         return;
-    uint8_t *pc = dup_bytes(proof, proof_n);
+    uint8_t *pc = dup_bytes(r, proof, proof_n);
     if (pc == NULL)
         return;
     free(r->stable_proof);
@@ -1816,7 +1891,7 @@ static void send_checkpoint(pbft_replica *r, uint64_t seq, const pbft_digest *sd
         return;
     struct ckslot *k = get_ck(r, seq);
     if (k != NULL)
-        vote_set(&k->v[r->c.id], 0, sd, (pbft_span){r->w.p, signed_len(&m, r->w.len)});
+        vote_set(r, &k->v[r->c.id], 0, sd, (pbft_span){r->w.p, signed_len(&m, r->w.len)});
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
     if (seq > r->claim_sent)
         r->claim_sent = seq;
@@ -1866,7 +1941,7 @@ static void on_checkpoint(pbft_replica *r, const pbft_env *e)
         drop(r, digest_eq(&old->d, &c.d) ? PBFT_DROP_STALE : PBFT_DROP_CONFLICT);
         return;
     }
-    if (!vote_set(old, 0, &c.d, e->whole)) {
+    if (!vote_set(r, old, 0, &c.d, e->whole)) {
         drop(r, PBFT_DROP_LIMIT);
         return;
     }
@@ -2013,7 +2088,7 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
                 drop(r, PBFT_DROP_BAD_STATE);
                 continue;
             }
-            s->block = dup_bytes(blk.p, blk.n);
+            s->block = dup_bytes(r, blk.p, blk.n);
             s->block_n = s->block != NULL ? (uint32_t)blk.n : 0;
             if (s->block != NULL)
                 mark_inblock(r, s->block, s->block_n);
@@ -2047,7 +2122,7 @@ static void on_state_rep(pbft_replica *r, const pbft_env *e)
         }
         struct slot *s = find_slot(r, b.height);
         uint8_t *frozen =
-            s != NULL && !s->committed ? dup_bytes(cert.region.p, cert.region.n) : NULL;
+            s != NULL && !s->committed ? dup_bytes(r, cert.region.p, cert.region.n) : NULL;
         if (frozen != NULL) {
             free(s->cert);
             s->cert = frozen;
@@ -2200,7 +2275,7 @@ static uint64_t try_propose(pbft_replica *r)
         if (!full && r->now < head->arrival_ms + r->c.block_interval_ms)
             return head->arrival_ms + r->c.block_interval_ms;
 
-        pbft_span *txs = malloc(n * sizeof *txs);
+        pbft_span *txs = r_malloc(r, n * sizeof *txs);
         if (txs == NULL)
             return NONE;
         uint32_t k = 0;
@@ -2224,7 +2299,7 @@ static uint64_t try_propose(pbft_replica *r)
             r->fifo_head = (r->fifo_head + 1) % r->fifo_cap;
             r->fifo_len--;
         }
-        uint8_t *blk = malloc(size);
+        uint8_t *blk = r_malloc(r, size);
         size_t blk_n = 0;
         if (blk == NULL ||
             pbft_block_encode(r->next_seq, r->view, r->c.id, r->wall != 0 ? r->wall : r->now, txs,
@@ -2305,7 +2380,7 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
         if (!pbft_tx_verify(&tx, r->c.chain))
             return PBFT_REQ_BAD_SIGNATURE;
     }
-    uint8_t *c = dup_bytes(p, n);
+    uint8_t *c = dup_bytes(r, p, n);
     if (c == NULL)
         return PBFT_REQ_FULL;
     struct txent *e = tx_insert(r, &h);
@@ -2553,7 +2628,7 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
             blk = nb.p;
             blk_n = nb.n;
         }
-        uint8_t *keep = blk != NULL ? dup_bytes(blk, blk_n) : NULL; /* blk may be s->block */
+        uint8_t *keep = blk != NULL ? dup_bytes(r, blk, blk_n) : NULL; /* blk may be s->block */
         if (!accept_pp(r, s, r->view, &v.d, pp, keep, blk_n)) {
             free(keep);
             continue;
@@ -2591,7 +2666,7 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
      * monitoring expects it, docs/protocol.md section 8), and one client's burst keeps its
      * nonce order (qsort is not stable, and a burst shares one arrival_ms). */
     if (is_primary(r)) {
-        struct txent **order = malloc((r->held > 0 ? r->held : 1) * sizeof *order);
+        struct txent **order = r_malloc(r, (r->held > 0 ? r->held : 1) * sizeof *order);
         uint32_t k = 0;
         for (uint32_t i = 0; i < r->tx_cap; i++) {
             struct txent *t = &r->tx[i];
@@ -2635,10 +2710,10 @@ static void make_newview(pbft_replica *r)
     if (nvc < r->q)
         return;
     struct ocalc o;
-    o.best_view = calloc(r->c.window, sizeof *o.best_view);
-    o.best_d = calloc(r->c.window, sizeof *o.best_d);
-    o.has = calloc(r->c.window, sizeof *o.has);
-    pbft_span *pps = calloc(r->c.window, sizeof *pps);
+    o.best_view = r_calloc(r, r->c.window, sizeof *o.best_view);
+    o.best_d = r_calloc(r, r->c.window, sizeof *o.best_d);
+    o.has = r_calloc(r, r->c.window, sizeof *o.has);
+    pbft_span *pps = r_calloc(r, r->c.window, sizeof *pps);
     pbft_wbuf body = {0};
     pbft_wbuf_init(&body, PBFT_MAX_MSG_BYTES);
     if (o.best_view == NULL || o.best_d == NULL || o.has == NULL || pps == NULL ||
@@ -2690,7 +2765,7 @@ static void make_newview(pbft_replica *r)
         goto done;
     }
     free(r->nv);
-    r->nv = dup_bytes(r->w.p, r->w.len);
+    r->nv = dup_bytes(r, r->w.p, r->w.len);
     r->nv_n = r->nv != NULL ? (uint32_t)r->w.len : 0;
     r->nv_max_s = o.max_s;
     /* Install (and persist) first, then send: persist-before-send. */
@@ -2783,13 +2858,13 @@ static void start_view_change(pbft_replica *r, uint64_t v, int reason)
     if (body.err == 0 && build_frame(r, &m, &r->w)) {
         size_t sl = signed_len(&m, r->w.len);
         free(r->my_vc);
-        r->my_vc = dup_bytes(r->w.p, sl);
+        r->my_vc = dup_bytes(r, r->w.p, sl);
         r->my_vc_n = r->my_vc != NULL ? (uint32_t)sl : 0;
         if (r->my_vc != NULL) {
             free(r->vcs[r->c.id].msg);
             r->vcs[r->c.id].set = true;
             r->vcs[r->c.id].view = v;
-            r->vcs[r->c.id].msg = dup_bytes(r->my_vc, r->my_vc_n);
+            r->vcs[r->c.id].msg = dup_bytes(r, r->my_vc, r->my_vc_n);
             r->vcs[r->c.id].n = r->vcs[r->c.id].msg != NULL ? r->my_vc_n : 0;
             if (r->vcs[r->c.id].msg == NULL)
                 r->vcs[r->c.id].set = false;
@@ -2844,7 +2919,7 @@ static void on_viewchange(pbft_replica *r, const pbft_env *e)
               e->sender);
         return;
     }
-    uint8_t *c = dup_bytes(e->whole.p, e->whole.n);
+    uint8_t *c = dup_bytes(r, e->whole.p, e->whole.n);
     if (c == NULL) {
         drop(r, PBFT_DROP_LIMIT);
         return;
@@ -2903,10 +2978,10 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         vcs[nvc++] = m;
     }
     struct ocalc o;
-    o.best_view = calloc(r->c.window, sizeof *o.best_view);
-    o.best_d = calloc(r->c.window, sizeof *o.best_d);
-    o.has = calloc(r->c.window, sizeof *o.has);
-    pbft_span *pps = calloc(r->c.window, sizeof *pps);
+    o.best_view = r_calloc(r, r->c.window, sizeof *o.best_view);
+    o.best_d = r_calloc(r, r->c.window, sizeof *o.best_d);
+    o.has = r_calloc(r, r->c.window, sizeof *o.has);
+    pbft_span *pps = r_calloc(r, r->c.window, sizeof *pps);
     if (o.best_view == NULL || o.best_d == NULL || o.has == NULL || pps == NULL) {
         drop(r, PBFT_DROP_LIMIT);
         goto done;
@@ -2952,7 +3027,7 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     if (nv.view > r->view)
         r->view = nv.view; /* a valid NEW-VIEW for a later view: join it directly */
     free(r->nv);
-    r->nv = dup_bytes(frame, fn);
+    r->nv = dup_bytes(r, frame, fn);
     r->nv_n = r->nv != NULL ? (uint32_t)fn : 0;
     r->nv_max_s = o.max_s;
     install_newview(r, &o, pps);
@@ -3075,7 +3150,7 @@ static void do_resend(pbft_replica *r)
      * first: a primary that lost them (restarted) takes one client's transactions in the
      * order that client sent them. At most 256 each time. */
     if (!is_primary(r) && r->held > 0) {
-        struct txent **due = malloc(r->held * sizeof *due);
+        struct txent **due = r_malloc(r, r->held * sizeof *due);
         uint32_t k = 0;
         for (uint32_t i = 0; due != NULL && i < r->tx_cap && k < r->held; i++) {
             struct txent *t = &r->tx[i];
@@ -3547,14 +3622,20 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     memcpy(r->exec_chain.b, c->genesis, 32);
     r->next_seq = 1;
     r->st_peer = (uint16_t)((c->id + 1) % c->n);
+    /* Output bounds (replica.h, pbft_out_limits). */
+    r->lim.persist = 4 * (size_t)c->window + 16;
+    r->lim.commits = (size_t)c->window + PBFT_MAX_STATE_BLOCKS;
+    r->lim.sends = 4 * (size_t)c->window * c->n + 64 * (size_t)c->n;
+    r->lim.send_bytes = PBFT_OUT_MAX_SEND_BYTES;
+    r->lim.serves = 4 * (size_t)c->n;
     uint32_t nck = c->window / c->checkpoint_interval;
-    r->slots = calloc(c->window, sizeof *r->slots);
-    r->cks = calloc(nck, sizeof *r->cks);
-    r->claims = calloc(c->n, sizeof *r->claims);
-    r->serve_win = calloc(c->n, sizeof *r->serve_win);
-    r->serve_used = calloc(c->n, sizeof *r->serve_used);
-    r->vcs = calloc(c->n, sizeof *r->vcs);
-    r->chain_ring = calloc(c->window, sizeof *r->chain_ring);
+    r->slots = r_calloc(r, c->window, sizeof *r->slots);
+    r->cks = r_calloc(r, nck, sizeof *r->cks);
+    r->claims = r_calloc(r, c->n, sizeof *r->claims);
+    r->serve_win = r_calloc(r, c->n, sizeof *r->serve_win);
+    r->serve_used = r_calloc(r, c->n, sizeof *r->serve_used);
+    r->vcs = r_calloc(r, c->n, sizeof *r->vcs);
+    r->chain_ring = r_calloc(r, c->window, sizeof *r->chain_ring);
     /* The pool holds max_pending_txs held entries plus as many committed hashes; keep the
      * load factor at or below one half. */
     r->done_cap = c->max_pending_txs;
@@ -3562,21 +3643,21 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->tx_cap = 16;
     while (r->tx_cap < need)
         r->tx_cap *= 2;
-    r->tx = calloc(r->tx_cap, sizeof *r->tx);
-    r->done = calloc(r->done_cap, sizeof *r->done);
+    r->tx = r_calloc(r, r->tx_cap, sizeof *r->tx);
+    r->done = r_calloc(r, r->done_cap, sizeof *r->done);
     r->fifo_cap = c->max_pending_txs + 1;
-    r->fifo = calloc(r->fifo_cap, sizeof *r->fifo);
+    r->fifo = r_calloc(r, r->fifo_cap, sizeof *r->fifo);
     r->mon_cap = 2 * c->max_pending_txs;
-    r->mon_ring = calloc(r->mon_cap, sizeof *r->mon_ring);
+    r->mon_ring = r_calloc(r, r->mon_cap, sizeof *r->mon_ring);
     bool ok = r->slots && r->cks && r->claims && r->serve_win && r->serve_used && r->vcs &&
               r->chain_ring && r->tx && r->done && r->fifo && r->mon_ring;
     for (uint32_t i = 0; ok && i < c->window; i++) {
-        r->slots[i].prep = calloc(c->n, sizeof(struct vote));
-        r->slots[i].com = calloc(c->n, sizeof(struct vote));
+        r->slots[i].prep = r_calloc(r, c->n, sizeof(struct vote));
+        r->slots[i].com = r_calloc(r, c->n, sizeof(struct vote));
         ok = r->slots[i].prep && r->slots[i].com;
     }
     for (uint32_t i = 0; ok && i < nck; i++) {
-        r->cks[i].v = calloc(c->n, sizeof(struct vote));
+        r->cks[i].v = r_calloc(r, c->n, sizeof(struct vote));
         ok = r->cks[i].v != NULL;
     }
     pbft_wbuf_init(&r->w, PBFT_MAX_MSG_BYTES);
@@ -3679,10 +3760,10 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
             if (pbft_signed_decode(value + 13, vn, PBFT_MSG_VIEWCHANGE, &e) != PBFT_OK)
                 return -1;
             free(r->my_vc);
-            r->my_vc = dup_bytes(value + 13, vn);
+            r->my_vc = dup_bytes(r, value + 13, vn);
             r->my_vc_n = vn;
             free(r->vcs[r->c.id].msg);
-            r->vcs[r->c.id].msg = dup_bytes(value + 13, vn);
+            r->vcs[r->c.id].msg = dup_bytes(r, value + 13, vn);
             r->vcs[r->c.id].n = vn;
             r->vcs[r->c.id].view = r->view;
             r->vcs[r->c.id].set = r->vcs[r->c.id].msg != NULL;
@@ -3696,7 +3777,7 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
         if (s <= r->h)
             return 0;
         free(r->stable_proof);
-        r->stable_proof = dup_bytes(value + 40, n - 40);
+        r->stable_proof = dup_bytes(r, value + 40, n - 40);
         r->stable_proof_n = (uint32_t)(n - 40);
         memcpy(r->stable_d.b, value + 8, 32);
         r->h = s;
@@ -3724,7 +3805,7 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
         if (pbft_signed_decode(value + 4, ppn, PBFT_MSG_PREPREPARE, &e) != PBFT_OK ||
             pbft_vote_decode(e.body, &v) != PBFT_OK)
             return -1;
-        uint8_t *c = dup_bytes(value, n);
+        uint8_t *c = dup_bytes(r, value, n);
         if (c == NULL)
             return -1;
         free(s->pc);
@@ -3747,9 +3828,9 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
         if (e.sender == r->c.id && v.view == r->view && r->next_seq <= v.seq)
             r->next_seq = v.seq + 1; /* never assign a sequence number twice in a view */
     } else if (e.type == PBFT_MSG_PREPARE) {
-        vote_set(&s->prep[e.sender], v.view, &v.d, e.whole);
+        vote_set(r, &s->prep[e.sender], v.view, &v.d, e.whole);
     } else if (e.type == PBFT_MSG_COMMIT) {
-        vote_set(&s->com[e.sender], v.view, &v.d, e.whole);
+        vote_set(r, &s->com[e.sender], v.view, &v.d, e.whole);
         if (s->has_pp && s->pp_view == v.view && digest_eq(&s->d, &v.d))
             s->prepared = true; /* we sent COMMIT only once prepared */
     } else {
@@ -3758,8 +3839,43 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
     return 0;
 }
 
+/* finished: a call that met a failure (r->failed) hands out nothing of what it built. */
+static int finished(pbft_replica *r, pbft_output **out)
+{
+    if (r->failed == NULL)
+        return 0;
+    *out = NULL;
+    r->out.n_persist = r->out.n_sends = r->out.n_commits = r->out.n_serves = 0;
+    trace(r, PBFT_TRACE_FAILED, r->view, r->last_exec, -1, "failed: %s", r->failed);
+    return PBFT_STEP_FAILED;
+}
+
+const char *pbft_replica_failure(const pbft_replica *r)
+{
+    return r->failed;
+}
+
+void pbft_replica_out_limits(const pbft_replica *r, pbft_out_limits *out)
+{
+    *out = r->lim;
+}
+
+void pbft_replica_set_out_limits(pbft_replica *r, const pbft_out_limits *lim)
+{
+    r->lim = *lim;
+}
+
+void pbft_replica_set_alloc_fault(pbft_replica *r, pbft_alloc_fault_fn fn, void *ctx)
+{
+    r->alloc_fault = fn;
+    r->alloc_fault_ctx = ctx;
+}
+
 int pbft_replica_start(pbft_replica *r, uint64_t now_ms, pbft_output **out)
 {
+    *out = NULL;
+    if (r->failed != NULL)
+        return PBFT_STEP_FAILED;
     if (r->started)
         return -1;
     out_reset(r);
@@ -3781,15 +3897,16 @@ int pbft_replica_start(pbft_replica *r, uint64_t now_ms, pbft_output **out)
     }
     update_req_timer(r, false);
     finish(r, out);
-    return 0;
+    return finished(r, out);
 }
 
 int pbft_replica_step(pbft_replica *r, const pbft_event *ev, pbft_output **out)
 {
-    if (!r->started || ev->now_ms < r->now) {
-        *out = NULL;
+    *out = NULL;
+    if (r->failed != NULL)
+        return PBFT_STEP_FAILED;
+    if (!r->started || ev->now_ms < r->now)
         return -1; /* driver misuse: not started, or time went backwards */
-    }
     out_reset(r);
     r->now = ev->now_ms;
     r->wall = ev->wall_ms;
@@ -3807,13 +3924,12 @@ int pbft_replica_step(pbft_replica *r, const pbft_event *ev, pbft_output **out)
         on_executed(r, ev->u.exec.seq, ev->u.exec.app_hash);
         break;
     default:
-        *out = NULL;
         return -1;
     }
     int status = r->out.request_status;
     finish(r, out);
     r->out.request_status = status;
-    return 0;
+    return finished(r, out);
 }
 
 /* State-transfer reply builder (driver side). */

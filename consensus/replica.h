@@ -211,6 +211,7 @@ typedef struct {
     uint64_t txs_committed;
     uint64_t state_transfers; /* blocks obtained by state transfer */
     uint64_t sig_verifies;    /* Ed25519 verifications the core performed */
+    uint64_t out_dropped;     /* sends and serves dropped at their bound (pbft_out_limits) */
 } pbft_stats;
 
 /* Lifecycle. pbft_replica_new copies the config (the caller may free it). On error returns
@@ -231,8 +232,45 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
 int pbft_replica_start(pbft_replica *r, uint64_t now_ms, pbft_output **out);
 
 /* pbft_replica_step feeds one event. Returns 0; peer input never makes it fail (bad input is
- * counted in stats and dropped). Returns -1 only for a misuse by the driver. */
+ * counted in stats and dropped). Returns -1 for a misuse by the driver, and PBFT_STEP_FAILED
+ * when the replica has failed (below). On either, *out is NULL.
+ *
+ * Failure is sticky and fail-stop. When an allocation fails, or a call would pass an output
+ * bound that cannot drop (records, commits: pbft_out_limits), the call that met it returns
+ * PBFT_STEP_FAILED and emits nothing at all, so no vote leaves without the record that makes
+ * it a durable promise [TOCS §4.1]; every later call returns PBFT_STEP_FAILED too. The
+ * driver must then stop (restart from its records, as after a crash). pbft_replica_failure
+ * says why. pbft_replica_start behaves the same. */
+#define PBFT_STEP_FAILED (-2)
 int pbft_replica_step(pbft_replica *r, const pbft_event *ev, pbft_output **out);
+
+/* pbft_replica_failure: NULL while the replica works; after a failure, a static string that
+ * says what failed. */
+const char *pbft_replica_failure(const pbft_replica *r);
+
+/* Bounds on one call's output (TigerBeetle: put a limit on everything). Sends and serves past
+ * their bound are dropped and counted (pbft_stats.out_dropped): PBFT retransmits, and a lost
+ * frame is what any network may do. Records and commits cannot be dropped, so passing their
+ * bound is a failure (above). pbft_replica_new derives them from the config: records
+ * 4 * window + 16 (pre-prepare, prepare, commit and prepared certificate per slot, plus meta
+ * and stable), commits window + PBFT_MAX_STATE_BLOCKS, sends 4 * window * n + 64 * n frames
+ * and PBFT_OUT_MAX_SEND_BYTES bytes, serves 4 * n. */
+#define PBFT_OUT_MAX_SEND_BYTES (256u << 20)
+typedef struct {
+    size_t persist;
+    size_t commits;
+    size_t sends;
+    uint64_t send_bytes;
+    size_t serves;
+} pbft_out_limits;
+void pbft_replica_out_limits(const pbft_replica *r, pbft_out_limits *out);
+/* pbft_replica_set_out_limits replaces them (tests: to reach a bound on purpose). */
+void pbft_replica_set_out_limits(pbft_replica *r, const pbft_out_limits *lim);
+
+/* A fault hook for tests (the simulator's allocation faults): called before each allocation
+ * of the core; returning true makes that allocation fail. NULL detaches. */
+typedef bool (*pbft_alloc_fault_fn)(void *ctx);
+void pbft_replica_set_alloc_fault(pbft_replica *r, pbft_alloc_fault_fn fn, void *ctx);
 
 /* pbft_frame_preverify checks what PBFT_EV_MESSAGE's preverified flag promises: the frame
  * decodes, its sender is a validator, its signature holds, and for a PRE-PREPARE every
@@ -293,6 +331,7 @@ enum {
     PBFT_TRACE_STATE_DONE,        /* state transfer reached its target: height `seq` */
     PBFT_TRACE_FIRST_COMMIT,      /* the first block committed in `view` (height `seq`) */
     PBFT_TRACE_COMPLAINT,         /* complained about the primary of `view`; arg: reason */
+    PBFT_TRACE_FAILED,            /* the replica failed (pbft_replica_failure): fail-stop */
 };
 typedef void (*pbft_trace_fn)(void *ctx, int kind, uint64_t view, uint64_t seq, int arg,
                               const char *text);

@@ -658,10 +658,21 @@ static void collect(node *n, pbft_output *o, int depth)
     free(apps);
 }
 
+/* step steps the core. A failed core (replica.h: an allocation failed or an output bound was
+ * passed) emitted nothing in that step, and this iteration's batch and frames are still
+ * unwritten and unsent: stop now, fail-stop, and a restart recovers from the records. */
+static int step(node *n, const pbft_event *ev, pbft_output **o)
+{
+    int rc = pbft_replica_step(n->r, ev, o);
+    if (rc == PBFT_STEP_FAILED)
+        fatal(n, "consensus core", pbft_replica_failure(n->r));
+    return rc;
+}
+
 static void step_and_collect(node *n, const pbft_event *ev, int depth)
 {
     pbft_output *o = NULL;
-    if (pbft_replica_step(n->r, ev, &o) != 0)
+    if (step(n, ev, &o) != 0)
         return;
     collect(n, o, depth);
 }
@@ -846,7 +857,7 @@ static void *loop_main(void *arg)
             }
             pbft_output *o = NULL;
             int status = PBFT_REQ_FULL;
-            if (pbft_replica_step(n->r, &ev, &o) == 0) {
+            if (step(n, &ev, &o) == 0) {
                 status = o->request_status;
                 collect(n, o, 0);
             }
@@ -1060,6 +1071,9 @@ void node_metrics(node *n, mtext *t)
                  (double)s.stats.txs_committed);
     mtext_metric(t, "pbft_state_transfer_blocks_total", "counter",
                  "Blocks obtained by state transfer.", (double)s.stats.state_transfers);
+    mtext_metric(t, "pbft_core_out_dropped_total", "counter",
+                 "Frames and state-transfer serves the core dropped at their per-step bound.",
+                 (double)s.stats.out_dropped);
     mtext_metric(t, "pbft_stable_checkpoint", "gauge", "Sequence number of the stable checkpoint.",
                  (double)s.stable);
     mtext_metric(t, "pbft_mempool_txs", "gauge", "Transactions held, not yet committed.",
@@ -1571,7 +1585,8 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     /* Start the core and the threads. */
     pbft_output *po = NULL;
     if (pbft_replica_start(n->r, now_ms(n), &po) != 0) {
-        snprintf(err, errlen, "replica failed to start");
+        const char *why = pbft_replica_failure(n->r);
+        snprintf(err, errlen, "replica failed to start%s%s", why ? ": " : "", why ? why : "");
         goto fail;
     }
     collect(n, po, 0);

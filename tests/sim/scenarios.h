@@ -33,13 +33,18 @@ typedef struct {
     uint64_t crash_at[PBFT_MAX_N][2];
     uint64_t restart_at[PBFT_MAX_N][2];
     int crash_times[PBFT_MAX_N];
-    bool power_cuts; /* each crash is a power cut at the node's next step (pbft-sim
-                        --power-cuts); set by the caller, not drawn */
+    bool power_cuts;   /* each crash is a power cut at the node's next step (pbft-sim
+                          --power-cuts); set by the caller, not drawn */
+    bool alloc_faults; /* each crash is an allocation fault: the node's k-th allocation from
+                          then on fails (pbft-sim --alloc-faults); set by the caller */
     int n_parts;
     uint64_t part_start[8], part_end[8];
     int part_type[8];
     uint8_t part_cut[8][PBFT_MAX_N * PBFT_MAX_N];
 } sim_random_plan;
+
+/* How the plan's crashes happen (pbft-sim's flags). */
+enum { SIM_CRASH_PLAIN = 0, SIM_CRASH_POWER_CUT = 1, SIM_CRASH_ALLOC_FAULT = 2 };
 
 void sim_random_options(uint16_t n, uint64_t seed, sim_options *o, sim_random_plan *plan);
 int sim_random_apply(sim *s, const sim_random_plan *plan);

@@ -116,6 +116,7 @@ enum {
     EV_CLIENT_RETRY,
     EV_CRASH,
     EV_POWER_CUT,
+    EV_ALLOC_FAULT,
     EV_RESTART,
     EV_PART_ON,
     EV_PART_OFF,
@@ -182,6 +183,10 @@ typedef struct {
     bool cut_armed;
     uint8_t cut_type; /* a PBFT_MSG_* the step must send, or 0 for any step */
     bool cut_fire;    /* the cut landed in this event's step: crash after it */
+    /* Allocation fault (sim_alloc_fault): the core's alloc_left-th allocation fails. */
+    uint32_t alloc_left; /* 0: disarmed */
+    bool alloc_fired;    /* it failed an allocation: the next failed step is expected */
+    bool fail_fire;      /* the core failed in this event: crash after it */
     /* Checker. */
     uint64_t exec_seen;             /* the largest executed height observed; must never go back */
     struct signed_slot *signed_tab; /* what this replica signed (honest nodes), lossy */
@@ -1088,14 +1093,82 @@ static void arm_timer(sim *s, int node)
     push_ev(s, at, EV_TICK, node, -1, nd->timer_gen, NULL);
 }
 
+/* fail_stopped: a step that returned rc failed because the allocation fault armed at this
+ * node landed (the core then emits nothing: replica.h). The node fail-stops after the event,
+ * as pbftd does (node.c, step). Any other failure is the core's fault. */
+static bool fail_stopped(sim *s, int node, int rc)
+{
+    sim_node *nd = &s->nodes[node];
+    if (rc != PBFT_STEP_FAILED || !nd->alloc_fired)
+        return false;
+    if (!nd->fail_fire)
+        trace(s, "node %d (replica %u) fail-stops: %s", node, nd->id, pbft_replica_failure(nd->r));
+    nd->fail_fire = true;
+    return true;
+}
+
+static bool alloc_fault_hook(void *ctx)
+{
+    sim_node *nd = ctx;
+    if (nd->alloc_left == 0)
+        return false;
+    if (--nd->alloc_left > 0)
+        return false;
+    nd->alloc_fired = true;
+    return true;
+}
+
+/* check_recorded: every PRE-PREPARE, PREPARE and COMMIT an honest replica sends as its own
+ * is in its durable LOG records, and every VIEW-CHANGE it sends is its durable META record's
+ * [TOCS §4.1: a replica's promises survive a crash], at the moment the frame leaves. This
+ * is what sticky failure guarantees when a persist cannot be made (replica.h). */
+static void check_recorded(sim *s, int node, const uint8_t *p, size_t n)
+{
+    sim_node *nd = &s->nodes[node];
+    pbft_env e;
+    if (!nd->honest || pbft_frame_decode(p, n, &e) != PBFT_OK || e.sender != nd->id)
+        return;
+    static const char *const names[] = {"?", "PRE-PREPARE", "PREPARE", "COMMIT"};
+    if (e.type == PBFT_MSG_PREPREPARE || e.type == PBFT_MSG_PREPARE || e.type == PBFT_MSG_COMMIT) {
+        pbft_vote v;
+        if (pbft_vote_decode(e.body, &v) != PBFT_OK)
+            return;
+        uint8_t key[PBFT_REC_KEY_BYTES];
+        key[0] = 3; /* REC_LOG (replica.c): kind | seq | view | type | sender */
+        put_be64(key + 1, v.seq);
+        put_be64(key + 9, v.view);
+        key[17] = e.type;
+        key[18] = (uint8_t)(nd->id >> 8);
+        key[19] = (uint8_t)nd->id;
+        bool found;
+        (void)rec_find(nd, key, &found);
+        if (!found)
+            fail(s, SIM_V_INTEGRITY,
+                 "node %d (replica %u) sent its %s for view %llu seq %llu without its record", node,
+                 nd->id, names[e.type], (unsigned long long)v.view, (unsigned long long)v.seq);
+    } else if (e.type == PBFT_MSG_VIEWCHANGE && e.body.n >= 8) {
+        uint64_t v = get_be64(e.body.p);
+        uint8_t key[PBFT_REC_KEY_BYTES] = {1}; /* REC_META: one record, all-zero key rest */
+        bool found;
+        size_t i = rec_find(nd, key, &found);
+        if (!found || nd->recs[i].n < 8 || get_be64(nd->recs[i].v) < v)
+            fail(s, SIM_V_INTEGRITY,
+                 "node %d (replica %u) sent its VIEW-CHANGE for view %llu before recording it",
+                 node, nd->id, (unsigned long long)v);
+    }
+}
+
 /* step_node feeds one event to a running node and carries out the output. */
 static void step_node(sim *s, int node, const pbft_event *ev)
 {
     sim_node *nd = &s->nodes[node];
     assert(nd->r);
     pbft_output *out = NULL;
-    if (pbft_replica_step(nd->r, ev, &out) != 0 || out == NULL) {
-        fail(s, SIM_V_CORE, "node %d: pbft_replica_step(kind %d) returned -1", node, ev->kind);
+    int rc = pbft_replica_step(nd->r, ev, &out);
+    if (rc != 0 || out == NULL) {
+        if (!fail_stopped(s, node, rc))
+            fail(s, SIM_V_CORE, "node %d: pbft_replica_step(kind %d) returned %d", node, ev->kind,
+                 rc);
         return;
     }
     if (ev->kind == PBFT_EV_REQUEST) {
@@ -1200,13 +1273,14 @@ static void process_output(sim *s, int node, pbft_output *out, int depth)
     }
 
     /* 1. persist (durable before anything is sent, as pbftd's synced batch) */
-    for (size_t i = 0; i < out->n_persist; i++)
+    for (size_t i = 0; i < out->n_persist && !s->o.unsafe_lose_records; i++)
         apply_persist(s, nd, &out->persist[i]);
 
     /* 2. sends */
     for (size_t i = 0; i < out->n_sends; i++) {
         const pbft_send *sd = &out->sends[i];
         check_signed(s, node, sd->frame.p, sd->frame.n);
+        check_recorded(s, node, sd->frame.p, sd->frame.n);
         if (sd->to != PBFT_TO_ALL && sd->to >= s->o.n) {
             fail(s, SIM_V_CORE, "node %d sent to replica %u of %u", node, sd->to, s->o.n);
             continue;
@@ -1253,9 +1327,11 @@ static void process_output(sim *s, int node, pbft_output *out, int depth)
         ev.u.exec.seq = seqs[i];
         app_hash_of(&nd->chain[seqs[i] - 1].chain, ev.u.exec.app_hash);
         pbft_output *o2 = NULL;
-        if (pbft_replica_step(nd->r, &ev, &o2) != 0 || o2 == NULL) {
-            fail(s, SIM_V_CORE, "node %d: pbft_replica_step(EXECUTED %llu) returned -1", node,
-                 (unsigned long long)seqs[i]);
+        int rc = pbft_replica_step(nd->r, &ev, &o2);
+        if (rc != 0 || o2 == NULL) {
+            if (!fail_stopped(s, node, rc))
+                fail(s, SIM_V_CORE, "node %d: pbft_replica_step(EXECUTED %llu) returned %d", node,
+                     (unsigned long long)seqs[i], rc);
             break;
         }
         process_output(s, node, o2, depth + 1);
@@ -1278,6 +1354,9 @@ static int node_create(sim *s, int node, char *err, size_t errlen)
     }
     if (nd->byz)
         pbft_replica_set_byz(nd->r, nd->byz);
+    pbft_replica_set_alloc_fault(nd->r, alloc_fault_hook, nd);
+    nd->alloc_left = 0;
+    nd->alloc_fired = false;
     nd->timer_armed = false;
     nd->timer_gen++;
     nd->want_deadline = UINT64_MAX;
@@ -1311,6 +1390,8 @@ void sim_crash(sim *s, int node)
     nd->timer_gen++;
     nd->timer_armed = false;
     nd->cut_armed = false;
+    nd->alloc_left = 0;
+    nd->alloc_fired = false;
     s->tot.crashes++;
     trace(s, "crash node %d (replica %u) height=%llu", node, nd->id,
           (unsigned long long)nd->height);
@@ -1322,6 +1403,7 @@ int sim_restart(sim *s, int node)
     sim_node *nd = &s->nodes[node];
     if (nd->r) {
         nd->cut_armed = false; /* a power cut that never landed: its window is over */
+        nd->alloc_left = 0;    /* so is an allocation fault */
         return 0;
     }
     char err[256];
@@ -1767,6 +1849,24 @@ int sim_at_power_cut(sim *s, uint64_t at_ms, int node, uint8_t msg_type)
     return 0;
 }
 
+void sim_alloc_fault(sim *s, int node, uint32_t k)
+{
+    assert(node >= 0 && node < s->nnodes && k > 0);
+    sim_node *nd = &s->nodes[node];
+    if (!nd->r)
+        return;
+    nd->alloc_left = k;
+    nd->alloc_fired = false;
+}
+
+int sim_at_alloc_fault(sim *s, uint64_t at_ms, int node, uint32_t k)
+{
+    if (node < 0 || node >= s->nnodes || at_ms < s->now || k == 0)
+        return -1;
+    push_ev(s, at_ms, EV_ALLOC_FAULT, node, -1, k, NULL);
+    return 0;
+}
+
 int sim_at_restart(sim *s, uint64_t at_ms, int node)
 {
     if (node < 0 || node >= s->nnodes || at_ms < s->now)
@@ -2031,6 +2131,9 @@ static int step_once(sim *s)
     case EV_POWER_CUT:
         sim_power_cut(s, ev.node, (uint8_t)ev.arg);
         break;
+    case EV_ALLOC_FAULT:
+        sim_alloc_fault(s, ev.node, (uint32_t)ev.arg);
+        break;
     case EV_RESTART:
         sim_restart(s, ev.node);
         break;
@@ -2066,6 +2169,12 @@ static int step_once(sim *s)
         if (s->nodes[i].cut_fire) {
             s->nodes[i].cut_fire = false;
             s->tot.power_cuts++;
+            sim_crash(s, i);
+        }
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].fail_fire) {
+            s->nodes[i].fail_fire = false;
+            s->tot.alloc_faults++;
             sim_crash(s, i);
         }
     check_after_event(s);

@@ -21,6 +21,8 @@
  *              (not even across a restart); and no honest replica signs two different
  *              PRE-PREPAREs, PREPAREs, COMMITs or CHECKPOINTs for one (view, seq), across
  *              crashes and power cuts alike (a lossy table: a check, never a false alarm);
+ *              and every PRE-PREPARE, PREPARE, COMMIT and VIEW-CHANGE an honest replica
+ *              sends is already in its durable records (persist before send);
  *   liveness   after the faults heal (heal_ms), every submitted transaction is committed at
  *              every honest, running node by heal_ms + liveness_bound_ms.
  * The first violation stops the run and is kept as a one-line reason.
@@ -117,6 +119,10 @@ typedef struct {
      * sent. unsafe_send_before_sync models a driver that sends first (the negative
      * control: the step's messages escape while its records are lost). */
     bool unsafe_send_before_sync;
+    /* unsafe_lose_records models the driver bug that sticky failure fixed: a step whose
+     * records were lost (a persist that failed silently) whose votes were sent anyway. The
+     * negative control of the "every vote leaves with its record" check. */
+    bool unsafe_lose_records;
 
     bool verbose; /* one trace line per interesting event, on stderr */
 
@@ -153,7 +159,8 @@ typedef struct {
     uint64_t view_changes;   /* sum of honest stats.view_changes (across restarts) */
     uint64_t vc_complaints;  /* of which: on f+1 complaints (primary monitoring) */
     uint64_t crashes;
-    uint64_t power_cuts; /* of the crashes: power cuts that landed in a step */
+    uint64_t power_cuts;   /* of the crashes: power cuts that landed in a step */
+    uint64_t alloc_faults; /* of the crashes: fail-stops on an allocation that failed */
     uint64_t restarts;
     uint64_t byz_actions;
     uint64_t frames_sent;  /* frames the replicas produced (one signature each, at least) */
@@ -198,6 +205,13 @@ int sim_add_partition(sim *s, uint64_t start_ms, uint64_t end_ms, const uint8_t 
  * type msg_type (0: its next step at all); that step's unsynced writes and everything it
  * would have sent are lost, and the node is down until restarted. */
 int sim_at_power_cut(sim *s, uint64_t at_ms, int node, uint8_t msg_type);
+
+/* An allocation fault at a running node: the k-th allocation of its core from then on fails
+ * (pbft_replica_set_alloc_fault). The core fails that step, emitting nothing, and the node
+ * fail-stops (a crash) until restarted. A fault that has not landed by the node's next
+ * crash or restart is disarmed. */
+int sim_at_alloc_fault(sim *s, uint64_t at_ms, int node, uint32_t k);
+void sim_alloc_fault(sim *s, int node, uint32_t k);
 void sim_power_cut(sim *s, int node, uint8_t msg_type);
 
 /* Immediate faults (from a hook, or between runs). */

@@ -22,11 +22,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage:\n"
-            "  pbft-sim --n N --seed S [--seeds COUNT] [--power-cuts] [--verbose]\n"
+            "  pbft-sim --n N --seed S [--seeds COUNT] [--power-cuts | --alloc-faults]\n"
+            "           [--verbose]\n"
             "      random fault runs (Byzantine and crashing replicas, loss, duplicates,\n"
             "      delay, partitions) for seeds S..S+COUNT-1; N is 4, 7 or 13. With\n"
             "      --power-cuts every crash is a power cut that loses the unsynced batch of\n"
-            "      the step it lands in.\n"
+            "      the step it lands in; with --alloc-faults every crash is an allocation\n"
+            "      that fails in the core (the k-th from then on, k drawn from the seed),\n"
+            "      after which the replica emits nothing of that step and fail-stops.\n"
             "  pbft-sim --scenario NAME [--seed S] [--verbose]\n"
             "      a named scenario; --scenario list shows them, --scenario all runs all.\n"
             "  pbft-sim --bench --block-txs B [--blocks M]\n"
@@ -78,8 +81,10 @@ static void self_path(const char *argv0, char *out, size_t cap)
  * Random runs.
  * -------------------------------------------------------------------------------------*/
 static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, bool cache,
-                       bool power_cuts, const char *self)
+                       int crash_kind, const char *self)
 {
+    static const char *const kind_flag[] = {"", " --power-cuts", " --alloc-faults"};
+    const char *flag = kind_flag[crash_kind];
     uint64_t passed = 0, failed = 0;
     sim_totals sum = {0};
     uint64_t worst_seed = 0;
@@ -90,7 +95,8 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         sim_options o;
         sim_random_plan plan;
         sim_random_options(n, sd, &o, &plan);
-        plan.power_cuts = power_cuts;
+        plan.power_cuts = crash_kind == SIM_CRASH_POWER_CUT;
+        plan.alloc_faults = crash_kind == SIM_CRASH_ALLOC_FAULT;
         o.verbose = verbose;
         o.preverify_cache = cache;
         if (verbose) {
@@ -103,15 +109,13 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         char err[256];
         if (sim_new(&o, &s, err, sizeof err) != 0) {
             printf("FAIL seed=%" PRIu64 " n=%u: setup: %s\n", sd, n, err);
-            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
-                   power_cuts ? " --power-cuts" : "");
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd, flag);
             failed++;
             continue;
         }
         if (sim_random_apply(s, &plan) != 0) {
             printf("FAIL seed=%" PRIu64 " n=%u: setup: could not apply the fault plan\n", sd, n);
-            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
-                   power_cuts ? " --power-cuts" : "");
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd, flag);
             failed++;
             sim_free(s);
             continue;
@@ -130,6 +134,7 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
         sum.vc_complaints += t.vc_complaints;
         sum.crashes += t.crashes;
         sum.power_cuts += t.power_cuts;
+        sum.alloc_faults += t.alloc_faults;
         sum.byz_actions += t.byz_actions;
         sum.sim_ms += t.sim_ms;
         sum.events += t.events;
@@ -151,8 +156,7 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
             failed++;
             printf("FAIL seed=%" PRIu64 " n=%u: %s\n", sd, n,
                    st == SIM_VIOLATION ? sim_violation(s) : "stopped");
-            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd,
-                   power_cuts ? " --power-cuts" : "");
+            printf("replay: %s --n %u --seed %" PRIu64 "%s --verbose\n", self, n, sd, flag);
             fflush(stdout);
             if (verbose)
                 sim_dump(s, stderr);
@@ -175,11 +179,11 @@ static int random_runs(uint16_t n, uint64_t seed, uint64_t count, bool verbose, 
                passed ? pass_s / (double)passed : 0.0, failed ? fail_s / (double)failed : 0.0);
     printf("totals: n=%u seeds=%" PRIu64 "..%" PRIu64 " commits=%" PRIu64 " view_changes=%" PRIu64
            " (on_complaints=%" PRIu64 ") crashes=%" PRIu64 " (power_cuts=%" PRIu64
-           ") byzantine_actions=%" PRIu64 " duplicate_tx_commits=%" PRIu64 " events=%" PRIu64
-           " simulated_s=%.1f wall_s=%.2f seeds_per_s=%.2f "
+           " alloc_faults=%" PRIu64 ") byzantine_actions=%" PRIu64 " duplicate_tx_commits=%" PRIu64
+           " events=%" PRIu64 " simulated_s=%.1f wall_s=%.2f seeds_per_s=%.2f "
            "liveness_bound_s=%u\n",
            n, seed, seed + count - 1, sum.commits, sum.view_changes, sum.vc_complaints, sum.crashes,
-           sum.power_cuts, sum.byz_actions, sum.dup_tx_commits, sum.events,
+           sum.power_cuts, sum.alloc_faults, sum.byz_actions, sum.dup_tx_commits, sum.events,
            (double)sum.sim_ms / 1000.0, wall, wall > 0 ? (double)count / wall : 0.0,
            SIM_LIVENESS_BOUND_MS / 1000);
     return failed ? 1 : 0;
@@ -282,7 +286,8 @@ static int bench(uint32_t block_txs, uint32_t blocks)
 int main(int argc, char **argv)
 {
     uint64_t n = 0, seed = 1, seeds = 1, block_txs = 0, blocks = 0;
-    bool have_seed = false, verbose = false, do_bench = false, cache = true, power_cuts = false;
+    bool have_seed = false, verbose = false, do_bench = false, cache = true;
+    int crash_kind = SIM_CRASH_PLAIN;
     const char *scenario = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -296,8 +301,13 @@ int main(int argc, char **argv)
             do_bench = true;
         } else if (!strcmp(a, "--no-preverify-cache")) {
             cache = false;
-        } else if (!strcmp(a, "--power-cuts")) {
-            power_cuts = true;
+        } else if (!strcmp(a, "--power-cuts") || !strcmp(a, "--alloc-faults")) {
+            int k = !strcmp(a, "--power-cuts") ? SIM_CRASH_POWER_CUT : SIM_CRASH_ALLOC_FAULT;
+            if (crash_kind != SIM_CRASH_PLAIN && crash_kind != k) {
+                fprintf(stderr, "pbft-sim: --power-cuts and --alloc-faults exclude each other\n");
+                return 2;
+            }
+            crash_kind = k;
         } else if (v && !strcmp(a, "--scenario")) {
             scenario = v;
             i++;
@@ -371,5 +381,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "pbft-sim: random runs need --seed S (and --seeds >= 1)\n");
         return 2;
     }
-    return random_runs((uint16_t)n, seed, seeds, verbose, cache, power_cuts, self);
+    return random_runs((uint16_t)n, seed, seeds, verbose, cache, crash_kind, self);
 }

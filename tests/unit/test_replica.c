@@ -394,6 +394,134 @@ static uint64_t total_txs(struct net *net, int i)
     return pbft_replica_stats(net->nodes[i].r)->txs_committed;
 }
 
+/* An allocation fault for the core: fails the fault_k-th allocation from arming on. */
+static uint32_t fault_k;
+static bool fault_hook(void *ctx)
+{
+    (void)ctx;
+    return fault_k > 0 && --fault_k == 0;
+}
+
+/* A fresh replica with node i's config, started (nothing restored). */
+static pbft_replica *fresh_replica(struct net *net, int i)
+{
+    pbft_replica *r;
+    char err[200];
+    if (pbft_replica_new(&net->nodes[i].cfg, &r, err, sizeof err) != 0)
+        fail_msg("pbft_replica_new: %s", err);
+    pbft_output *o;
+    assert_int_equal(pbft_replica_start(r, net->now, &o), 0);
+    return r;
+}
+
+/* has_record: the output persists a LOG record for (type, seq, view, sender). */
+static bool has_record(const pbft_output *o, uint8_t type, uint64_t seq, uint64_t view,
+                       uint16_t sender)
+{
+    for (size_t k = 0; k < o->n_persist; k++) {
+        const uint8_t *key = o->persist[k].key;
+        if (o->persist[k].op == PBFT_PERSIST_PUT && key[0] == 3 && pbft_get_u64(key + 1) == seq &&
+            pbft_get_u64(key + 9) == view && key[17] == type && pbft_get_u16(key + 18) == sender)
+            return true;
+    }
+    return false;
+}
+
+/* Sticky failure: for every k, a backup whose k-th allocation fails while it takes a
+ * PRE-PREPARE either emits nothing at all (and every later step fails too), or emits its
+ * PREPARE together with the record of it. Never the vote without the record (the old
+ * persist_log ignored a failed out_persist and send_prepare sent anyway). */
+static void test_replica_failed_allocation_sends_no_vote_without_record(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    pbft_event tick = {.kind = PBFT_EV_TICK, .now_ms = net->now + 10};
+    net->now += 10;
+    pbft_output *o;
+    assert_int_equal(pbft_replica_step(net->nodes[0].r, &tick, &o), 0);
+    uint8_t *pp = NULL;
+    size_t ppn = 0;
+    for (size_t k = 0; k < o->n_sends && pp == NULL; k++)
+        if (o->sends[k].frame.p[1] == PBFT_MSG_PREPREPARE) {
+            ppn = o->sends[k].frame.n;
+            pp = malloc(ppn);
+            memcpy(pp, o->sends[k].frame.p, ppn);
+        }
+    assert_non_null(pp);
+    int failed = 0, voted = 0;
+    for (uint32_t k = 1; k <= 60; k++) {
+        pbft_replica *r = fresh_replica(net, 1);
+        pbft_replica_set_alloc_fault(r, fault_hook, NULL);
+        fault_k = k;
+        pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+        ev.u.msg.p = pp;
+        ev.u.msg.n = ppn;
+        int rc = pbft_replica_step(r, &ev, &o);
+        if (rc == PBFT_STEP_FAILED) {
+            failed++;
+            assert_null(o);
+            assert_non_null(pbft_replica_failure(r));
+            /* sticky: the next call fails too, and emits nothing */
+            fault_k = 0;
+            pbft_event t2 = {.kind = PBFT_EV_TICK, .now_ms = net->now + 5000};
+            assert_int_equal(pbft_replica_step(r, &t2, &o), PBFT_STEP_FAILED);
+            assert_null(o);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_null(pbft_replica_failure(r));
+            for (size_t j = 0; j < o->n_sends; j++)
+                if (o->sends[j].frame.p[1] == PBFT_MSG_PREPARE) {
+                    assert_true(has_record(o, PBFT_MSG_PREPARE, 1, 0, 1));
+                    voted++;
+                }
+        }
+        pbft_replica_free(r);
+    }
+    /* The sweep reached both ends: steps that failed, and the fault past the step's last
+     * allocation, where the backup votes normally. */
+    assert_true(failed >= 3);
+    assert_true(voted >= 1);
+    fault_k = 0;
+    free(pp);
+    net_free(net);
+}
+
+/* Output bounds: a send past its bound is dropped and counted, the step succeeds; a record
+ * past its bound cannot be dropped, so the step fails, emitting nothing. */
+static void test_replica_out_limits_drop_sends_fail_records(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[0].r;
+    pbft_out_limits lim, tight;
+    pbft_replica_out_limits(r, &lim);
+    assert_true(lim.sends >= 4 * 8 * 4 && lim.persist >= 4 * 8 && lim.commits >= 8);
+    tight = lim;
+    tight.sends = 0;
+    pbft_replica_set_out_limits(r, &tight);
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    net->now += 10;
+    pbft_event tick = {.kind = PBFT_EV_TICK, .now_ms = net->now};
+    pbft_output *o;
+    assert_int_equal(pbft_replica_step(r, &tick, &o), 0);
+    assert_int_equal(o->n_sends, 0);
+    assert_true(pbft_replica_stats(r)->out_dropped >= 1);
+    /* The primary proposed (its PRE-PREPARE is recorded) though the send was dropped. */
+    assert_true(has_record(o, PBFT_MSG_PREPREPARE, 1, 0, 0));
+
+    tight = lim;
+    tight.persist = 0;
+    pbft_replica_set_out_limits(r, &tight);
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    net->now += 10;
+    tick.now_ms = net->now;
+    assert_int_equal(pbft_replica_step(r, &tick, &o), PBFT_STEP_FAILED);
+    assert_null(o);
+    assert_non_null(strstr(pbft_replica_failure(r), "records"));
+    net_free(net);
+}
+
 /* Four honest replicas commit a submitted transaction, all with the same chain. */
 static void test_replica_normal_case_commits(void **state)
 {
@@ -1242,6 +1370,8 @@ int main(void)
         cmocka_unit_test(test_replica_state_serving_budget_enforced),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
         cmocka_unit_test(test_replica_config_invalid_names_key),
+        cmocka_unit_test(test_replica_failed_allocation_sends_no_vote_without_record),
+        cmocka_unit_test(test_replica_out_limits_drop_sends_fail_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
