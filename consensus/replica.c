@@ -89,6 +89,7 @@ struct slot {
         uint32_t n;
     } kept[SLOT_KEEP];
     uint64_t sent_ms; /* last (re)transmission of our part */
+    uint64_t pp_ms;   /* when the pre-prepare was accepted (the request timer's latency) */
     uint32_t resends; /* how many times; the interval doubles with each (capped) */
     uint64_t help_ms; /* last time we re-sent our COMMIT to a lagging peer */
     uint64_t want_ms; /* last time we asked for the missing body */
@@ -184,6 +185,10 @@ struct pbft_replica {
     struct vcent *vcs; /* latest valid VIEW-CHANGE per sender */
     uint32_t T;        /* current view-change timeout [TOCS §4.5.2] */
     uint64_t req_deadline;
+    /* The adaptive request timer (req_timeout): measured commit latency of the requests this
+     * replica held, in ms (0: no sample yet), and when it last entered a view. */
+    uint64_t lat_ms;
+    uint64_t view_entered_ms;
     uint64_t vc_deadline;
     uint64_t vc_sent_ms; /* last (re)transmission of our VIEW-CHANGE */
     uint32_t vc_resends;
@@ -272,6 +277,11 @@ static bool is_primary(const pbft_replica *r)
 static bool digest_eq(const pbft_digest *a, const pbft_digest *b)
 {
     return memcmp(a->b, b->b, 32) == 0;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
 }
 
 static bool digest_zero(const pbft_digest *a)
@@ -593,13 +603,19 @@ static struct txent *tx_insert(pbft_replica *r, const pbft_digest *h)
 
 /* tx_mark_done records a committed transaction: frees its bytes and keeps its hash in a
  * bounded ring so a replayed copy is recognised as a duplicate. */
-static void tx_mark_done(pbft_replica *r, const pbft_digest *h)
+/* tx_mark_done records h as committed; returns when this replica first held it (NONE if it
+ * did not hold it). */
+static uint64_t tx_mark_done(pbft_replica *r, const pbft_digest *h)
 {
     struct txent *e = tx_find(r, h);
     if (e != NULL && e->state == TX_DONE)
-        return;
-    if (e != NULL)
+        return NONE;
+    uint64_t arrival = NONE;
+    if (e != NULL) {
+        if (e->state == TX_HELD)
+            arrival = e->arrival_ms;
         tx_remove(r, e);
+    }
     if (r->done_len == r->done_cap) {
         struct txent *old = tx_find(r, &r->done[r->done_next]);
         if (old != NULL && old->state == TX_DONE)
@@ -611,6 +627,7 @@ static void tx_mark_done(pbft_replica *r, const pbft_digest *h)
     r->done[r->done_next] = *h;
     r->done_next = (r->done_next + 1) % r->done_cap;
     r->done_len++;
+    return arrival;
 }
 
 static void unqueue(pbft_replica *r, struct txent *e)
@@ -1274,6 +1291,7 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
  * numbers have been executed"].
  * ----------------------------------------------------------------------------------------*/
 static void update_req_timer(pbft_replica *r, bool progress);
+static void observe_latency(pbft_replica *r, uint64_t arrival_ms);
 static void start_state_transfer(pbft_replica *r);
 
 /* cert_from_votes encodes the COMMITs matching (view, d) as a list into the arena. */
@@ -1341,12 +1359,19 @@ static void execute(pbft_replica *r, uint64_t seq, uint64_t view, const pbft_dig
     if (pbft_block_decode(block, block_n, &b) == PBFT_OK) {
         size_t off = 0;
         pbft_span t;
+        uint64_t oldest = NONE;
         while (pbft_block_next_tx(&b, &off, &t)) {
             pbft_digest h;
             pbft_tx_hash(t.p, t.n, &h);
-            tx_mark_done(r, &h);
+            oldest = min_u64(oldest, tx_mark_done(r, &h));
         }
         r->st.txs_committed += b.ntx;
+        /* A backup the load does not reach holds no request, and its timer runs on accepted
+         * pre-prepares: their wait counts too. */
+        const struct slot *sl = find_slot(r, seq);
+        if (sl != NULL && sl->has_pp && sl->pp_view == r->view)
+            oldest = min_u64(oldest, sl->pp_ms);
+        observe_latency(r, oldest);
     }
     r->st.blocks_committed++;
     if (view > r->first_commit_view || r->st.blocks_committed == 1) {
@@ -1527,6 +1552,7 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
     s->block_n = (uint32_t)block_n;
     s->prepared = false;
     s->sent_ms = r->now;
+    s->pp_ms = r->now;
     if (view == r->view && s->seq > r->max_pp_seq)
         r->max_pp_seq = s->seq;
     if (bc != NULL)
@@ -2582,6 +2608,7 @@ static int cmp_arrival(const void *a, const void *b)
 static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_span *pps)
 {
     r->in_vc = false;
+    r->view_entered_ms = r->now;
     r->vc_deadline = NONE;
     r->max_pp_seq = 0;
     persist_meta(r);
@@ -3046,6 +3073,42 @@ done:
  * Timers and retransmission.
  * ----------------------------------------------------------------------------------------*/
 
+/* The adaptive request timer (docs/protocol.md §8, docs/security.md finding 17). A fixed
+ * timer replaced a correct primary under peak load: with the primary's queue seconds long,
+ * a backup saw more than view_timeout_ms pass without executing while it held requests, and
+ * suspected the primary of what was only load. So the timer follows the commit latency
+ * this replica measures: REQ_LATENCY_FACTOR times, for each executed block, the wait of the
+ * oldest request of it this replica held or of its accepted pre-prepare, counted from its
+ * arrival or from the start of the view, whichever is later (a view change's own time is not the
+ * new primary's latency). The measure rises at once and decays by an eighth of the difference per
+ * block, so a burst lengthens the timer at once and quiet shortens it again. The timer stays within
+ * [T, max(T, REQ_TIMEOUT_CAP * view_timeout_ms)], T being the view timeout (doubled by failed view
+ * changes): a primary that delays on purpose can stretch it at most to that cap, and primary
+ * monitoring (its COMPLAINTs, which compare waits with monitor_ms) is not affected by it. */
+#define REQ_LATENCY_FACTOR 3
+#define REQ_TIMEOUT_CAP 4
+
+static void observe_latency(pbft_replica *r, uint64_t arrival_ms)
+{
+    if (arrival_ms == NONE)
+        return;
+    uint64_t from = arrival_ms > r->view_entered_ms ? arrival_ms : r->view_entered_ms;
+    uint64_t sample = r->now > from ? r->now - from : 0;
+    if (sample >= r->lat_ms)
+        r->lat_ms = sample;
+    else
+        r->lat_ms -= (r->lat_ms - sample + 7) / 8;
+}
+
+static uint64_t req_timeout(const pbft_replica *r)
+{
+    uint64_t cap = (uint64_t)REQ_TIMEOUT_CAP * r->c.view_timeout_ms;
+    uint64_t a = (uint64_t)REQ_LATENCY_FACTOR * r->lat_ms;
+    if (a > cap)
+        a = cap;
+    return a > r->T ? a : r->T;
+}
+
 /* update_req_timer implements the request timer [OSDI §4.4]: running while some request or
  * accepted pre-prepare waits; restarted when a block executes and others still wait. */
 static void update_req_timer(pbft_replica *r, bool progress)
@@ -3054,7 +3117,7 @@ static void update_req_timer(pbft_replica *r, bool progress)
     if (r->in_vc || !r->started || !waiting)
         r->req_deadline = NONE;
     else if (progress || r->req_deadline == NONE)
-        r->req_deadline = r->now + r->T;
+        r->req_deadline = r->now + req_timeout(r);
 }
 
 static bool has_resend_work(const pbft_replica *r)
@@ -3373,11 +3436,6 @@ static void on_tick(pbft_replica *r)
             st_request(r);
         }
     }
-}
-
-static uint64_t min_u64(uint64_t a, uint64_t b)
-{
-    return a < b ? a : b;
 }
 
 static void finish(pbft_replica *r, pbft_output **out)
@@ -4013,6 +4071,16 @@ size_t pbft_replica_pending(const pbft_replica *r)
 uint32_t pbft_replica_view_timeout(const pbft_replica *r)
 {
     return r->T;
+}
+
+uint64_t pbft_replica_request_timeout(const pbft_replica *r)
+{
+    return req_timeout(r);
+}
+
+uint64_t pbft_replica_commit_latency(const pbft_replica *r)
+{
+    return r->lat_ms;
 }
 const pbft_stats *pbft_replica_stats(const pbft_replica *r)
 {

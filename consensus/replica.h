@@ -316,6 +316,10 @@ bool pbft_replica_catching_up(const pbft_replica *r);  /* a state transfer is un
 uint64_t pbft_replica_next_seq(const pbft_replica *r); /* primary: next seq to assign */
 size_t pbft_replica_pending(const pbft_replica *r);    /* transactions held */
 uint32_t pbft_replica_view_timeout(const pbft_replica *r);
+/* The request timer's current length (adaptive: replica.c, req_timeout) and the commit
+ * latency it follows, in ms. */
+uint64_t pbft_replica_request_timeout(const pbft_replica *r);
+uint64_t pbft_replica_commit_latency(const pbft_replica *r);
 const pbft_stats *pbft_replica_stats(const pbft_replica *r);
 
 /* Events worth a log line (design section 8: the event log). The core reports them through

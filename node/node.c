@@ -774,6 +774,8 @@ static void update_status(node *n)
     for (int d = 0; d < PBFT_DROP__COUNT; d++)
         s.stats.drops[d] += __atomic_load_n(&n->pre_drops[d], __ATOMIC_RELAXED);
     s.catching_up = pbft_replica_catching_up(n->r);
+    s.request_timeout_ms = pbft_replica_request_timeout(n->r);
+    s.commit_latency_ms = pbft_replica_commit_latency(n->r);
     uint64_t up = 0;
     for (uint16_t j = 0; j < n->pc.n; j++) {
         transport_peer_stats ps;
@@ -1071,6 +1073,14 @@ void node_metrics(node *n, mtext *t)
                  (double)s.stats.txs_committed);
     mtext_metric(t, "pbft_state_transfer_blocks_total", "counter",
                  "Blocks obtained by state transfer.", (double)s.stats.state_transfers);
+    mtext_metric(t, "pbft_request_timeout_seconds", "gauge",
+                 "The adaptive request timer's length: 3 x the measured commit latency, within "
+                 "[view timeout, 4 x view_timeout_ms].",
+                 (double)s.request_timeout_ms / 1000.0);
+    mtext_metric(t, "pbft_request_latency_seconds", "gauge",
+                 "The commit latency the request timer follows (rises at once, decays by 1/8 "
+                 "per block).",
+                 (double)s.commit_latency_ms / 1000.0);
     mtext_metric(t, "pbft_core_out_dropped_total", "counter",
                  "Frames and state-transfer serves the core dropped at their per-step bound.",
                  (double)s.stats.out_dropped);

@@ -68,6 +68,8 @@ typedef struct {
     uint64_t stable;
     size_t pending;
     bool catching_up;
+    uint64_t request_timeout_ms; /* the adaptive request timer's length now */
+    uint64_t commit_latency_ms;  /* the commit latency it follows */
     pbft_stats stats;
     uint64_t peers_connected;
     uint64_t dropped_queue; /* frames dropped because a node queue was full */

@@ -5,15 +5,11 @@
 # votes had their own verification queue (node.c, NODE_HQUEUE), the backups' pre-prepare
 # backlog held back the PREPAREs and COMMITs behind it, nothing executed for the 2 s request
 # timer, and the backups replaced the primary in about one run in three (docs/security.md,
-# finding 17). One slow backup may still time out alone (under ASan, about one run in ten):
-# PBFT lets it, and it cannot move the others. A pass says little about timing
-# (scripts/bench.sh measures).
-# The request timer is still a fixed 2 s (finding 17's open part), so on a slow enough
-# machine the backups can still replace the primary (once in CI, optimised build). Then
-# what must hold regardless of speed is asserted (every transfer commits, one chain), the
-# replacement and the receipts it cost are logged (finding 16's open part: the former
-# primary's backlog can be overtaken), and the test passes; ok receipts are required
-# whenever the primary kept its view.
+# finding 17). Then the fixed 2 s request timer still did it on a slow enough machine (once
+# in CI): the timer now follows the measured commit latency (docs/protocol.md §8, "The
+# adaptive request timer"), and this test fails again if the primary is replaced. One slow
+# backup may still time out alone: PBFT lets it, and it cannot move the others. A pass says
+# little about timing (scripts/bench.sh measures).
 . "$(dirname "$0")/netlib.sh"
 net_create 4
 start_all
@@ -29,17 +25,15 @@ for i in 0 1 2 3; do
     v=$(echo "$m" | awk '$1 == "pbft_view" { print $2 }')
     in_vc=$(echo "$m" | awk '$1 == "pbft_view_change_in_progress" { print $2 }')
     vc=$(echo "$m" | awk '/^pbft_view_changes_total/ { s += $2 } END { print s + 0 }')
-    log "node$i: view $v, view change in progress $in_vc, view changes started $vc"
+    rt=$(echo "$m" | awk '$1 == "pbft_request_timeout_seconds" { print $2 }')
+    lat=$(echo "$m" | awk '$1 == "pbft_request_latency_seconds" { print $2 }')
+    log "node$i: view $v, view change in progress $in_vc, view changes started $vc," \
+        "request timer ${rt}s following latency ${lat}s"
     [ "$v" = 0 ] && [ "$in_vc" = 0 ] && kept=$((kept + 1))
 done
-if [ "$kept" -ge 3 ]; then
-    grep -q "\"receipts_ok\":$txs,\"receipts_failed\":0," "$DIR/load.json" ||
-        fail "the primary kept its view, yet not every receipt is ok"
-else
-    failed=$(sed -n 's/.*"receipts_failed":\([0-9]*\).*/\1/p' "$DIR/load.json")
-    log "MEASURED: only $kept replicas kept view 0: the correct primary was replaced under" \
-        "overload (the fixed 2 s request timer, finding 17); $failed receipts failed"
-fi
+[ "$kept" -ge 3 ] || fail "only $kept replicas kept view 0: the correct primary was replaced under overload"
+grep -q "\"receipts_ok\":$txs,\"receipts_failed\":0," "$DIR/load.json" ||
+    fail "the primary kept its view, yet not every receipt is ok"
 h=$(height 0)
 for i in 1 2 3; do wait_for "node$i at height $h" 60 at_least "$i" "$h"; done
 same_chain 0 1 2 3

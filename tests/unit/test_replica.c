@@ -522,6 +522,53 @@ static void test_replica_out_limits_drop_sends_fail_records(void **state)
     net_free(net);
 }
 
+static bool backup1_left_view0(struct net *net)
+{
+    return pbft_replica_view(net->nodes[1].r) >= 1;
+}
+
+/* commit_after submits a transaction to backup 1, lets gap_ms pass before anything is
+ * delivered (the primary's queue, as under load), then runs until every replica has it. */
+static void commit_after(struct net *net, uint64_t gap_ms)
+{
+    assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    net->now += gap_ms;
+    want_height = net->nodes[0].height + 1;
+    assert_true(run(net, net->now + 10000, all_at_height));
+}
+
+/* The adaptive request timer (finding 17): it follows the commit latency a backup measures,
+ * three times it, within [view_timeout_ms, 4 x view_timeout_ms]; a correct primary slow only
+ * because of load keeps its view, and quiet brings the timer back down. */
+static void test_replica_request_timer_follows_latency(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL); /* view_timeout_ms 1000 */
+    pbft_replica *b = net->nodes[1].r;
+    assert_int_equal(pbft_replica_request_timeout(b), 1000);
+    commit_after(net, 900); /* just under the fixed timer */
+    assert_true(pbft_replica_commit_latency(b) >= 900);
+    uint64_t t = pbft_replica_request_timeout(b);
+    assert_true(t >= 2700 && t < 2800);
+    /* Now a wait that the fixed timer (1000 ms) would have called a faulty primary. */
+    commit_after(net, 2000);
+    assert_int_equal(pbft_replica_view(b), 0);
+    assert_int_equal(pbft_replica_stats(b)->view_changes[PBFT_VC_REQUEST_TIMEOUT], 0);
+    assert_int_equal(pbft_replica_request_timeout(b), 4000); /* the cap: 6000 > 4 x 1000 */
+    /* Quick commits bring it down again, by an eighth of the difference per block. */
+    for (int i = 0; i < 40; i++)
+        commit_after(net, 0);
+    assert_true(pbft_replica_request_timeout(b) < 1500);
+    /* A primary that stops proposing is still replaced, within the cap. */
+    for (int j = 1; j < 4; j++)
+        net->cut[0][j] = true;
+    /* (Primary monitoring may complain first; either way the view moves within the cap.) */
+    uint64_t t0 = net->now;
+    assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, t0 + 4000 + 1000, backup1_left_view0));
+    net_free(net);
+}
+
 /* Four honest replicas commit a submitted transaction, all with the same chain. */
 static void test_replica_normal_case_commits(void **state)
 {
@@ -1372,6 +1419,7 @@ int main(void)
         cmocka_unit_test(test_replica_config_invalid_names_key),
         cmocka_unit_test(test_replica_failed_allocation_sends_no_vote_without_record),
         cmocka_unit_test(test_replica_out_limits_drop_sends_fail_records),
+        cmocka_unit_test(test_replica_request_timer_follows_latency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
