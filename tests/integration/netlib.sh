@@ -22,6 +22,10 @@ cleanup() {
             [ -f "$l" ] && { echo "== $l" >&2; tail -n 15 "$l" >&2; }
         done
         [ -n "${KEEP:-}" ] && echo "kept $DIR" >&2
+        # KEEP_FAILED=DIR (scripts/stress-tests.sh): a failed test's directory moves there.
+        if [ -z "${KEEP:-}" ] && [ -n "${KEEP_FAILED:-}" ] && [ -d "$KEEP_FAILED" ]; then
+            mv "$DIR" "$KEEP_FAILED/" 2>/dev/null && echo "kept $KEEP_FAILED/$(basename "$DIR")" >&2
+        fi
     fi
     [ -n "${KEEP:-}" ] || rm -rf "$DIR"
     exit "$rc"
