@@ -505,21 +505,50 @@ static bool utf8_ok(const uint8_t *p, size_t n)
     return true;
 }
 
-static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+/* kv_key reads the key of kv_get into key (without the 'k' prefix) and sets *kn: params.key,
+ * a JSON string whose UTF-8 bytes are the key (by name or at position 0), or params.key_hex
+ * (by name only), for a put key that is not text (docs/protocol.md section 2 allows any
+ * bytes). Exactly one of the two. */
+static int kv_key(json_t *params, uint8_t key[PBFT_MAX_KEY_BYTES], size_t *kn, int *code,
+                  const char **msg)
 {
     json_t *k = param(params, "key", 0);
-    size_t kn = json_is_string(k) ? json_string_length(k) : 0;
-    if (kn < 1 || kn > PBFT_MAX_KEY_BYTES) {
-        *code = RPC_INVALID_PARAMS;
-        *msg = "params.key: expected a string of 1..256 bytes";
+    json_t *kh = json_is_object(params) ? json_object_get(params, "key_hex") : NULL;
+    *code = RPC_INVALID_PARAMS;
+    if (k != NULL && kh != NULL) {
+        *msg = "params: give key or key_hex, not both";
         return -1;
     }
+    if (kh != NULL) {
+        size_t hl = json_is_string(kh) ? json_string_length(kh) : 0;
+        if (hl < 2 || hl > 2 * PBFT_MAX_KEY_BYTES || hl % 2 != 0 ||
+            keys_hex_decode(json_string_value(kh), key, hl / 2) != KEYS_OK) {
+            *msg = "params.key_hex: expected 2..512 hex characters (a key of 1..256 bytes)";
+            return -1;
+        }
+        *kn = hl / 2;
+        return 0;
+    }
+    size_t n = json_is_string(k) ? json_string_length(k) : 0;
+    if (n < 1 || n > PBFT_MAX_KEY_BYTES) {
+        *msg = "params.key: expected a string of 1..256 bytes (or params.key_hex)";
+        return -1;
+    }
+    memcpy(key, json_string_value(k), n);
+    *kn = n;
+    return 0;
+}
+
+static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    uint8_t key[1 + PBFT_MAX_KEY_BYTES];
+    size_t kn;
+    key[0] = 'k';
+    if (kv_key(params, key + 1, &kn, code, msg) != 0)
+        return -1;
     /* The durable height first: the value read next is at least that recent. */
     node_status s;
     node_status_get(n, &s);
-    uint8_t key[1 + PBFT_MAX_KEY_BYTES];
-    key[0] = 'k';
-    memcpy(key + 1, json_string_value(k), kn);
     uint8_t *v = NULL;
     size_t vn = 0;
     int rc = store_state_get(node_store(n), key, kn + 1, &v, &vn);
@@ -529,12 +558,16 @@ static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, 
         return -1;
     }
     json_t *r = json_object();
-    json_object_set_new(r, "key", json_stringn(json_string_value(k), kn));
+    /* "key" only when the key is text (it is always when given as params.key). */
+    if (utf8_ok(key + 1, kn))
+        json_object_set_new(r, "key", json_stringn((const char *)key + 1, kn));
+    json_object_set_new(r, "key_hex", hex_json(key + 1, kn));
     json_object_set_new(r, "found", json_boolean(rc == STORE_OK));
     if (rc == STORE_OK) {
         bool text = utf8_ok(v, vn);
         json_object_set_new(r, "value", text ? json_stringn((const char *)v, vn) : hex_json(v, vn));
         json_object_set_new(r, "encoding", json_string(text ? "utf8" : "hex"));
+        json_object_set_new(r, "value_hex", hex_json(v, vn));
     }
     json_object_set_new(r, "height", u64_json(s.height));
     free(v);

@@ -33,6 +33,7 @@
 #include "node/config.h"
 #include "node/node.h"
 #include "rpc/rpc.h"
+#include "storage/store.h"
 
 #define BASE_PORT 30000 /* below the kernel's ephemeral range (32768..) */
 #define RPC_URL "http://127.0.0.1:30100"
@@ -153,6 +154,21 @@ static char *tx_hex(uint64_t nonce, const char *key, const char *value)
     return h;
 }
 
+/* state_put writes 'k' || key -> value into the node's durable state, as executing a put
+ * does (nothing commits here: three of the four validators are absent). */
+static void state_put(const uint8_t *key, size_t kn, const uint8_t *value, size_t vn)
+{
+    uint8_t k[1 + PBFT_MAX_KEY_BYTES];
+    k[0] = 'k';
+    memcpy(k + 1, key, kn);
+    store_batch *b = store_batch_new();
+    assert_non_null(b);
+    store_batch_state_put(b, k, kn + 1, value, vn);
+    char err[512];
+    assert_int_equal(store_write(node_store(g_node), b, true, err, sizeof err), STORE_OK);
+    store_batch_free(b);
+}
+
 /* health answers an empty object with the request id. */
 static void test_rpc_health_request_empty_result(void **state)
 {
@@ -220,6 +236,77 @@ static void test_rpc_bad_params_invalid_params(void **state)
         "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":[7],\"id\":1}",
         "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_sync\",\"params\":{},\"id\":1}",
         "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_async\",\"params\":[1],\"id\":1}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(error_code_of(bad[i]), -32602);
+}
+
+/* kv_get reads a key of any bytes given as key_hex, and answers every value in hex too
+ * (value_hex); "key" only for a key that is text. */
+static void test_rpc_kv_get_key_hex_binary_key_and_value(void **state)
+{
+    (void)state;
+    const uint8_t bkey[] = {0x00, 0xff, 0x80}, bval[] = {0xc3, 0x28, 0x00};
+    state_put(bkey, sizeof bkey, bval, sizeof bval);
+    state_put((const uint8_t *)"text", 4, (const uint8_t *)"v", 1);
+    state_put((const uint8_t *)"empty", 5, (const uint8_t *)"", 0);
+    json_t *root, *r;
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"00FF80\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_true(json_is_true(json_object_get(r, "found")));
+    assert_null(json_object_get(r, "key")); /* not text */
+    assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "00ff80");
+    assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "c32800");
+    assert_string_equal(json_string_value(json_object_get(r, "value")), "c32800");
+    assert_string_equal(json_string_value(json_object_get(r, "encoding")), "hex");
+    json_decref(root);
+    /* A text key given either way: both forms of the key, the value as text and hex. */
+    const char *text_key[] = {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"74657874\"},\"id\":"
+        "1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"text\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":[\"text\"],\"id\":1}",
+    };
+    for (size_t i = 0; i < sizeof text_key / sizeof text_key[0]; i++) {
+        r = result_of(text_key[i], &root);
+        assert_string_equal(json_string_value(json_object_get(r, "key")), "text");
+        assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "74657874");
+        assert_string_equal(json_string_value(json_object_get(r, "value")), "v");
+        assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "76");
+        assert_string_equal(json_string_value(json_object_get(r, "encoding")), "utf8");
+        json_decref(root);
+    }
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"empty\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_true(json_is_true(json_object_get(r, "found")));
+    assert_string_equal(json_string_value(json_object_get(r, "value")), "");
+    assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "");
+    json_decref(root);
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"0000\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_false(json_is_true(json_object_get(r, "found")));
+    assert_null(json_object_get(r, "value_hex"));
+    assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "0000");
+    json_decref(root);
+    /* Bad key_hex, or both forms: -32602. */
+    char big[700];
+    memset(big, 'a', 514);
+    big[514] = 0;
+    char body[900];
+    snprintf(body, sizeof body,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"%s\"},\"id\":1}",
+             big);
+    assert_int_equal(error_code_of(body), -32602);
+    const char *bad[] = {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"0\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"zz\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":5},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"a\",\"key_hex\":\"61\"},"
+        "\"id\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(error_code_of(bad[i]), -32602);
@@ -725,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_rpc_invalid_requests_invalid_request),
         cmocka_unit_test(test_rpc_unknown_method_not_found),
         cmocka_unit_test(test_rpc_bad_params_invalid_params),
+        cmocka_unit_test(test_rpc_kv_get_key_hex_binary_key_and_value),
         cmocka_unit_test(test_rpc_empty_batch_single_error),
         cmocka_unit_test(test_rpc_mixed_batch_one_answer_each),
         cmocka_unit_test(test_rpc_notification_batch_no_body),
