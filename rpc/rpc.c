@@ -37,7 +37,9 @@
 #define RPC_TX_DUPLICATE (-32004)
 #define RPC_TX_MEMPOOL_FULL (-32005)
 #define RPC_TX_TOO_LARGE (-32006)
-#define RPC_BUSY (-32007) /* too many broadcast_tx_commit requests waiting */
+#define RPC_BUSY (-32007)         /* too many broadcast_tx_commit requests waiting */
+#define RPC_BODY_TIMEOUT (-32008) /* HTTP 408: the body did not arrive in time */
+#define RPC_UNAVAILABLE (-32009)  /* HTTP 503: no body slot (or memory) for the request */
 #define RPC_NOT_FOUND (-32010)
 #define RPC_COMMIT_TIMEOUT (-32011)
 
@@ -1047,18 +1049,82 @@ static void process(rpc_server *s, nng_aio *aio, const char *body, size_t len)
     free(out);
 }
 
-/* reply_close answers an HTTP error and closes the connection (its body is left unread). */
-static void reply_close(nng_aio *aio, uint16_t status)
+/* http_reason: the reason phrase of each HTTP status rpc.c answers itself (nng 1.5.2 has
+ * none for 413: it would send "413 Unknown HTTP Status"). */
+static const char *http_reason(uint16_t status)
 {
+    switch (status) {
+    case NNG_HTTP_STATUS_BAD_REQUEST:
+        return "Bad Request";
+    case NNG_HTTP_STATUS_REQUEST_TIMEOUT:
+        return "Request Timeout";
+    case NNG_HTTP_STATUS_LENGTH_REQUIRED:
+        return "Length Required";
+    case NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE:
+        return "Payload Too Large";
+    case NNG_HTTP_STATUS_SERVICE_UNAVAILABLE:
+        return "Service Unavailable";
+    default:
+        return NULL; /* nng's */
+    }
+}
+
+/* reply_close answers an HTTP error with a JSON-RPC error object as its body (id null: the
+ * request was not read) and closes the connection (its body is left unread). Not an nng
+ * error response (nng_http_res_alloc_error): nng would replace the body by its HTML page. */
+static void reply_close(nng_aio *aio, uint16_t status, int code, const char *msg)
+{
+    json_t *e = error_obj(NULL, code, msg);
+    char *out = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
     nng_http_res *res;
-    if (nng_http_res_alloc_error(&res, status) != 0) {
+    if (out == NULL || nng_http_res_alloc(&res) != 0) {
+        free(out);
         nng_aio_finish(aio, NNG_ENOMEM);
         return;
     }
-    nng_http_res_set_header(res, "Connection", "close");
+    int rv = nng_http_res_set_status(res, status);
+    if (rv == 0)
+        rv = nng_http_res_set_reason(res, http_reason(status));
+    if (rv == 0)
+        rv = nng_http_res_set_header(res, "Content-Type", "application/json");
+    if (rv == 0)
+        rv = nng_http_res_set_header(res, "Connection", "close");
+    if (rv == 0)
+        rv = nng_http_res_copy_data(res, out, strlen(out));
+    free(out);
+    if (rv != 0) {
+        nng_http_res_free(res);
+        nng_aio_finish(aio, rv); /* nng closes the connection */
+        return;
+    }
     nng_aio_set_output(aio, 0, res);
     nng_aio_finish(aio, 0);
 }
+
+/* The answers of nng's own HTTP errors, sent before any handler of ours runs (a request
+ * line or Host header it refuses, no handler for the path or the method, HTTP/2): nng
+ * serves these pages as the body (with its Content-Type, text/html; charset=UTF-8). */
+static const struct {
+    uint16_t status;
+    const char *body;
+} nng_error_pages[] = {
+    {NNG_HTTP_STATUS_BAD_REQUEST,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: malformed "
+     "HTTP request (HTTP/1.1 needs a Host header)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_NOT_FOUND,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: no such "
+     "path (JSON-RPC is POST /; also GET /health, GET /metrics)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_METHOD_NOT_ALLOWED,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: HTTP "
+     "method not allowed (JSON-RPC is POST /; also GET /health, GET /metrics)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_HTTP_VERSION_NOT_SUPP,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: HTTP "
+     "version not supported (HTTP/1.1 or 1.0)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32603,\"message\":\"Internal error\"},"
+     "\"id\":null}"},
+};
 
 /* http_cancel runs when nng gives up an HTTP aio we hold (connection closed, server
  * stopping): whichever slot holds it (body read or commit wait) lets it go; the slot's own
@@ -1119,17 +1185,20 @@ static void handle_post(nng_aio *aio)
     rpc_server *s = nng_http_handler_get_data(h);
     const char *cl = nng_http_req_get_header(req, "Content-Length");
     if (nng_http_req_get_header(req, "Transfer-Encoding") != NULL || cl == NULL) {
-        reply_close(aio, NNG_HTTP_STATUS_LENGTH_REQUIRED);
+        reply_close(aio, NNG_HTTP_STATUS_LENGTH_REQUIRED, RPC_INVALID_REQUEST,
+                    "Invalid Request: a body needs a Content-Length (no Transfer-Encoding)");
         return;
     }
     size_t digits = strspn(cl, "0123456789");
     if (digits == 0 || digits > 19 || cl[digits] != 0) {
-        reply_close(aio, NNG_HTTP_STATUS_BAD_REQUEST);
+        reply_close(aio, NNG_HTTP_STATUS_BAD_REQUEST, RPC_INVALID_REQUEST,
+                    "Invalid Request: Content-Length is not a decimal number below 10^19");
         return;
     }
     unsigned long long len = strtoull(cl, NULL, 10);
     if (len > node_cfg(s->n)->rpc_max_body_bytes) {
-        reply_close(aio, NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE);
+        reply_close(aio, NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE, RPC_INVALID_REQUEST,
+                    "Invalid Request: body larger than rpc.max_body_bytes");
         return;
     }
     if (len == 0) {
@@ -1153,7 +1222,8 @@ static void handle_post(nng_aio *aio)
     char *buf = b != NULL ? malloc((size_t)len) : NULL;
     if (buf == NULL) {
         nng_mtx_unlock(s->mu);
-        reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE);
+        reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, RPC_UNAVAILABLE,
+                    "Service Unavailable: no room for the request body; retry later");
         return;
     }
     nng_time now = nng_clock();
@@ -1176,7 +1246,9 @@ static void handle_post(nng_aio *aio)
     nng_http_conn_read_all(conn, b->rd);
     nng_mtx_unlock(s->mu);
     if (evicted != NULL)
-        reply_close(evicted, NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+        reply_close(evicted, NNG_HTTP_STATUS_REQUEST_TIMEOUT, RPC_BODY_TIMEOUT,
+                    "Request Timeout: every body slot (rpc.max_connections) was taken and this "
+                    "body had been arriving longest");
 }
 
 /* sweep_tick answers 408 to each body not read by its deadline (nng then writes that and
@@ -1209,7 +1281,8 @@ static void sweep_tick(void *arg)
             nng_sleep_aio(RPC_SWEEP_MS, s->sweep);
         nng_mtx_unlock(s->mu);
         for (size_t i = 0; i < nlate; i++)
-            reply_close(late[i], NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+            reply_close(late[i], NNG_HTTP_STATUS_REQUEST_TIMEOUT, RPC_BODY_TIMEOUT,
+                        "Request Timeout: the body did not arrive within rpc.body_timeout_ms");
     } while (nlate == 64);
 }
 
@@ -1290,6 +1363,12 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
         snprintf(err, errlen, "rpc: %s: %s", url, nng_strerror(rv));
         goto fail;
     }
+    for (size_t i = 0; i < sizeof nng_error_pages / sizeof nng_error_pages[0]; i++)
+        if ((rv = nng_http_server_set_error_page(s->srv, nng_error_pages[i].status,
+                                                 nng_error_pages[i].body)) != 0) {
+            snprintf(err, errlen, "rpc: error page: %s", nng_strerror(rv));
+            goto fail;
+        }
     if ((rv = nng_http_handler_alloc(&hp, "/", handle_post)) != 0 ||
         (rv = nng_http_handler_set_method(hp, "POST")) != 0 ||
         (rv = nng_http_handler_collect_body(hp, false, 0)) != 0 ||

@@ -552,9 +552,106 @@ static int raw_open(const char *text)
     return fd;
 }
 
+/* read_all reads from fd until the peer closes, cap - 1 bytes arrived, or ms passed; the
+ * text is NUL-terminated. Returns its length. */
+static size_t read_all(int fd, char *buf, size_t cap, double ms)
+{
+    size_t n = 0;
+    double end = now_ms() + ms;
+    while (n + 1 < cap) {
+        double wait = end - now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (wait <= 0 || poll(&p, 1, (int)wait + 1) <= 0)
+            break;
+        ssize_t k = recv(fd, buf + n, cap - 1 - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+/* expect_http_error checks a whole HTTP answer: the status line (code and reason phrase),
+ * the Content-Type when ctype is given, and a body that is a JSON-RPC error object with a
+ * null id and the given code. */
+static void expect_http_error(const char *answer, const char *status_line, const char *ctype,
+                              int code)
+{
+    if (strncmp(answer, status_line, strlen(status_line)) != 0 ||
+        strncmp(answer + strlen(status_line), "\r\n", 2) != 0)
+        fail_msg("want \"%s\", got: %.200s", status_line, answer);
+    if (ctype != NULL) {
+        char h[200];
+        snprintf(h, sizeof h, "\r\nContent-Type: %s\r\n", ctype);
+        if (strstr(answer, h) == NULL)
+            fail_msg("want Content-Type %s: %.300s", ctype, answer);
+    }
+    const char *body = strstr(answer, "\r\n\r\n");
+    assert_non_null(body);
+    json_t *j = json_loads(body + 4, 0, NULL);
+    if (j == NULL)
+        fail_msg("%s: the body is not JSON: %.300s", status_line, body + 4);
+    assert_string_equal(json_string_value(json_object_get(j, "jsonrpc")), "2.0");
+    assert_true(json_is_null(json_object_get(j, "id")));
+    json_t *e = json_object_get(j, "error");
+    assert_int_equal(json_integer_value(json_object_get(e, "code")), code);
+    assert_true(json_is_string(json_object_get(e, "message")));
+    json_decref(j);
+}
+
+/* raw_answer sends text on a fresh connection and returns the whole answer (caller frees). */
+static char *raw_answer(const char *text)
+{
+    int fd = raw_open(text);
+    char *buf = malloc(16384);
+    assert_non_null(buf);
+    read_all(fd, buf, 16384, 5000);
+    close(fd);
+    return buf;
+}
+
+/* HTTP-level refusals carry a JSON-RPC error object (id null) and their reason phrase: ours
+ * (400, 411, 413) as application/json, nng's own (400, 404, 405, 505) as its error page. */
+static void test_rpc_http_errors_json_body_and_reason(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *req, *status, *ctype;
+        int code;
+    } cases[] = {
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
+         "HTTP/1.1 413 Payload Too Large", "application/json", -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+         "HTTP/1.1 411 Length Required", "application/json", -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 411 Length Required", "application/json",
+         -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", "HTTP/1.1 400 Bad Request",
+         "application/json", -32600},
+        {"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+         "HTTP/1.1 405 Method Not Allowed", NULL, -32600},
+        {"POST /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+         "HTTP/1.1 405 Method Not Allowed", NULL, -32600},
+        {"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 Not Found",
+         NULL, -32600},
+        {"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n[]",
+         "HTTP/1.1 400 Bad Request", NULL, -32600},
+        {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported", NULL,
+         -32600},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *a = raw_answer(cases[i].req);
+        expect_http_error(a, cases[i].status, cases[i].ctype, cases[i].code);
+        free(a);
+    }
+    assert_int_equal(http("GET", "/health", NULL, 0, NULL), 200); /* still serving */
+}
+
 /* poll_answers waits until ms have passed or every open fd[i] (done[i] < 0) was answered;
- * records the HTTP status (0: closed without one) in st[i] and the time in done[i]. */
-static void poll_answers(const int *fd, int *st, double *done, int n, double t0, double ms)
+ * records the HTTP status (0: closed without one) in st[i], the time in done[i] and the
+ * whole answer (the server closes after it) in txt[i]. */
+static void poll_answers(const int *fd, int *st, double *done, char (*txt)[1024], int n, double t0,
+                         double ms)
 {
     for (;;) {
         struct pollfd p[MAX_CONNS + 1];
@@ -571,15 +668,11 @@ static void poll_answers(const int *fd, int *st, double *done, int n, double t0,
             continue;
         for (int i = 0; i < n; i++)
             if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                char b[256];
-                ssize_t k = recv(fd[i], b, sizeof b - 1, 0);
-                st[i] = 0;
-                if (k > 0) {
-                    b[k] = 0;
-                    if (sscanf(b, "HTTP/1.1 %d", &st[i]) != 1)
-                        st[i] = -1;
-                }
                 done[i] = now_ms() - t0;
+                size_t k = read_all(fd[i], txt[i], sizeof txt[i], 2000);
+                st[i] = 0;
+                if (k > 0 && sscanf(txt[i], "HTTP/1.1 %d", &st[i]) != 1)
+                    st[i] = -1;
             }
     }
 }
@@ -594,6 +687,7 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
     const char *slow = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[";
     int fd[MAX_CONNS + 1], st[MAX_CONNS + 1];
     double done[MAX_CONNS + 1];
+    static char txt[MAX_CONNS + 1][1024];
     double t0 = now_ms();
     for (int i = 0; i <= MAX_CONNS; i++) {
         fd[i] = raw_open(slow);
@@ -601,11 +695,12 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
         done[i] = -1;
     }
     /* One more than the slots: exactly one is given up, long before the timeout. */
-    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT * 0.75);
+    poll_answers(fd, st, done, txt, MAX_CONNS + 1, t0, BODY_TIMEOUT * 0.75);
     int early = 0;
     for (int i = 0; i <= MAX_CONNS; i++)
         if (done[i] >= 0) {
             assert_int_equal(st[i], 408);
+            expect_http_error(txt[i], "HTTP/1.1 408 Request Timeout", "application/json", -32008);
             early++;
         }
     assert_int_equal(early, 1);
@@ -616,10 +711,11 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
     assert_string_equal(out, "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":3}");
     free(out);
     /* The others time out: 408 after rpc.body_timeout_ms. */
-    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT + 5000);
+    poll_answers(fd, st, done, txt, MAX_CONNS + 1, t0, BODY_TIMEOUT + 5000);
     int timed_out = 0;
     for (int i = 0; i <= MAX_CONNS; i++) {
         assert_int_equal(st[i], 408);
+        expect_http_error(txt[i], "HTTP/1.1 408 Request Timeout", "application/json", -32008);
         assert_true(done[i] >= 0);
         timed_out += done[i] >= BODY_TIMEOUT * 0.95;
         close(fd[i]);
@@ -820,6 +916,7 @@ int main(void)
         cmocka_unit_test(test_rpc_tx_refusals_distinct_codes),
         cmocka_unit_test(test_rpc_queries_happy_path),
         cmocka_unit_test(test_rpc_http_round_trips_ok_and_413),
+        cmocka_unit_test(test_rpc_http_errors_json_body_and_reason),
         cmocka_unit_test(test_rpc_commit_no_quorum_timeout),
         cmocka_unit_test(test_rpc_slow_bodies_408_and_no_lockout),
         cmocka_unit_test(test_rpc_doc_examples_answered),
