@@ -9,6 +9,8 @@
  */
 #include "rpc/rpc.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -787,7 +789,149 @@ struct call {
     nng_aio *aio;  /* the HTTP aio (single requests over HTTP only) */
     bool in_batch; /* broadcast_tx_commit is refused inside a batch */
     bool deferred; /* set: the aio was kept; the reply comes later */
+    bool big;      /* the body held numbers jansson cannot hold, now marks (load_big) */
 };
+
+/* ---------------------------------------------------------------------------------------
+ * Numbers jansson cannot hold. An integer outside json_int_t (-2^63..2^63-1) or a number
+ * beyond double is valid JSON, but json_loadb fails on it (json_error_numeric_overflow) as
+ * on a syntax error. So that such a request gets -32602 (in params) or -32600 (in id), not
+ * -32700, load_big parses the body again with each such number replaced by a mark, the
+ * string "\u0000": an ordinary parse never yields a NUL (a body that holds the escape is a
+ * parse error here too), and in a key position the mark is refused (jansson never allows a
+ * NUL in a key), so the replacement turns no invalid body into a valid one.
+ * -------------------------------------------------------------------------------------*/
+_Static_assert(sizeof(json_int_t) == 8, "json_int_t is 64 bits");
+
+/* is_big: v is a mark left by load_big. */
+static bool is_big(const json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) == 1 && json_string_value(v)[0] == 0;
+}
+
+/* has_big: a mark anywhere in v. Depth is bounded by jansson's parser (2048 levels). */
+static bool has_big(json_t *v)
+{
+    if (is_big(v))
+        return true;
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, x) if (has_big(x)) return true;
+    } else if (json_is_object(v)) {
+        json_object_foreach(v, k, x) if (has_big(x)) return true;
+    }
+    return false;
+}
+
+/* number_len: the length of the JSON number (RFC 8259 section 6) at p, or 0 if the run of
+ * number characters there is not exactly one. */
+static size_t number_len(const char *p, size_t n)
+{
+    size_t run = 0;
+    while (run < n && strchr("0123456789+-.eE", p[run]) != NULL && p[run] != 0)
+        run++;
+    size_t i = 0;
+    if (i < run && p[i] == '-')
+        i++;
+    if (i < run && p[i] == '0')
+        i++;
+    else if (i < run && p[i] >= '1' && p[i] <= '9')
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+    else
+        return 0;
+    if (i < run && p[i] == '.') {
+        size_t d = ++i;
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    if (i < run && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < run && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t d = i;
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    return i == run ? run : 0;
+}
+
+/* number_overflows: jansson cannot hold the number p[0..n) (well formed): an integer
+ * outside json_int_t, or a real whose magnitude overflows double (as jansson's strtod). */
+static bool number_overflows(const char *p, size_t n)
+{
+    if (memchr(p, '.', n) == NULL && memchr(p, 'e', n) == NULL && memchr(p, 'E', n) == NULL) {
+        bool neg = p[0] == '-';
+        size_t digits = n - neg; /* no leading zeros in a well-formed integer */
+        if (digits != 19)
+            return digits > 19;
+        return memcmp(p + neg, neg ? "9223372036854775808" : "9223372036854775807", 19) > 0;
+    }
+    char *c = malloc(n + 1);
+    if (c == NULL)
+        return false; /* then the body stays a parse error */
+    memcpy(c, p, n);
+    c[n] = 0;
+    errno = 0;
+    double x = strtod(c, NULL);
+    free(c);
+    return errno == ERANGE && (x == HUGE_VAL || x == -HUGE_VAL);
+}
+
+/* load_big parses a body that json_loadb refused for a numeric overflow, with each number it
+ * cannot hold replaced by a mark; NULL if the body is not valid JSON after all (or holds an
+ * escaped NUL, a parse error for every body). */
+static json_t *load_big(const char *body, size_t len)
+{
+    static const char mark[] = "\"\\u0000\""; /* 8 bytes; a number replaced is >= 5 */
+    char *out = malloc(2 * len + sizeof mark);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0, i = 0;
+    bool ok = true;
+    while (i < len && ok) {
+        char ch = body[i];
+        if (ch == '"') { /* copy a string whole: numbers inside are text */
+            out[o++] = body[i++];
+            while (i < len && body[i] != '"') {
+                if (body[i] == '\\' && i + 1 < len) {
+                    if (body[i + 1] == 'u' && i + 5 < len && strncmp(body + i + 2, "0000", 4) == 0)
+                        ok = false; /* \u0000: refused like any NUL */
+                    out[o++] = body[i++];
+                }
+                out[o++] = body[i++];
+            }
+            if (i < len)
+                out[o++] = body[i++];
+            continue;
+        }
+        size_t nl = (ch == '-' || (ch >= '0' && ch <= '9')) ? number_len(body + i, len - i) : 0;
+        if (nl > 0 && number_overflows(body + i, nl)) {
+            memcpy(out + o, mark, sizeof mark - 1);
+            o += sizeof mark - 1;
+            i += nl;
+        } else if (nl > 0) {
+            memcpy(out + o, body + i, nl);
+            o += nl;
+            i += nl;
+        } else {
+            out[o++] = body[i++];
+        }
+    }
+    json_t *j = NULL;
+    if (ok) {
+        json_error_t je;
+        j = json_loadb(out, o, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    }
+    free(out);
+    return j;
+}
 
 static int commit_begin(struct call *c, json_t *id, const pbft_digest *h, const char **msg);
 
@@ -832,10 +976,13 @@ static json_t *one(struct node *n, struct call *c, json_t *req)
 static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t *method)
 {
     json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
-    bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id) || json_is_null(id);
+    /* A mark (load_big) is a number the node cannot hold: no valid id, method or request. */
+    bool valid_id = id == NULL || (json_is_string(id) && !is_big(id)) || json_is_integer(id) ||
+                    json_is_null(id);
+    json_t *m = json_object_get(req, "method");
     if (!json_is_object(req) || !valid_id || !json_is_string(json_object_get(req, "jsonrpc")) ||
         strcmp(json_string_value(json_object_get(req, "jsonrpc")), "2.0") != 0 ||
-        !json_is_string(json_object_get(req, "method")))
+        !json_is_string(m) || is_big(m))
         return error_obj(valid_id ? id : NULL, RPC_INVALID_REQUEST, "Invalid Request");
     json_t *params = json_object_get(req, "params");
     if (params != NULL && !json_is_object(params) && !json_is_array(params))
@@ -850,13 +997,17 @@ static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t
             fn = methods[i].fn;
             *method = i;
         }
-    if (strcmp(name, "broadcast_tx_commit") == 0)
-        return one_commit(n, c, id, params);
     json_t *result = NULL;
     int code = 0;
     const char *msg = NULL;
     json_t *resp;
-    if (fn == NULL)
+    if (fn != NULL && c->big && params != NULL && has_big(params))
+        resp = error_obj(id, RPC_INVALID_PARAMS,
+                         "Invalid params: a number out of range (integers must be within "
+                         "-2^63..2^63-1; send 64-bit values as decimal strings)");
+    else if (strcmp(name, "broadcast_tx_commit") == 0)
+        return one_commit(n, c, id, params);
+    else if (fn == NULL)
         resp = error_obj(id, RPC_METHOD_NOT_FOUND, "Method not found");
     else if (fn(n, params, &result, &code, &msg) != 0)
         resp = error_obj(id, code, msg);
@@ -875,6 +1026,10 @@ static char *dispatch(struct node *n, struct call *c, const char *body, size_t l
     *http_status = 200;
     json_error_t je;
     json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (req == NULL && json_error_code(&je) == json_error_numeric_overflow) {
+        req = load_big(body, len);
+        c->big = req != NULL;
+    }
     json_t *resp = NULL;
     if (req == NULL) {
         resp = error_obj(NULL, RPC_PARSE_ERROR, "Parse error");

@@ -210,6 +210,78 @@ static void test_rpc_invalid_requests_invalid_request(void **state)
            "\"id\":null}");
 }
 
+/* A JSON number the node cannot hold (an integer outside -2^63..2^63-1, a real beyond
+ * double) is valid JSON: -32602 in params, -32600 in id, ignored elsewhere; in a batch, for
+ * its member only. Only bodies that are not JSON stay -32700. */
+static void test_rpc_big_integer_params_invalid_params_not_parse_error(void **state)
+{
+    (void)state;
+    const char *inval_params = "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":"
+                               "\"Invalid params: a number out of range (integers must be within "
+                               "-2^63..2^63-1; send 64-bit values as decimal strings)\"},\"id\":1}";
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":{\"height\":9223372036854775808},"
+           "\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[99999999999999999999],\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":{\"a\":[{\"b\":"
+           "-9223372036854775809}]},\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[1e400],\"id\":1}", inval_params);
+    /* The largest integers jansson holds are ordinary. */
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":"
+                                   "[9223372036854775807],\"id\":1}"),
+                     -32010);
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":"
+                                   "[-9223372036854775808],\"id\":1}"),
+                     -32602);
+    const char *inval_req =
+        "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+        "\"id\":null}";
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":9223372036854775808}", inval_req);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1e400}", inval_req);
+    expect("99999999999999999999", inval_req);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":1e400,\"id\":4}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+           "\"id\":4}");
+    /* A member the node ignores, and an unknown method. */
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":3,\"x\":[1e400,-1e999]}",
+           "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":3}");
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"params\":"
+                                   "[1e400],\"id\":1}"),
+                     -32601);
+    /* A batch: each member on its own. */
+    expect("[{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1},"
+           "{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":[18446744073709551616],\"id\":2},"
+           "{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":99999999999999999999},"
+           "99999999999999999999]",
+           "[{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":1},{\"jsonrpc\":\"2.0\",\"error\":{\"code\":"
+           "-32602,\"message\":\"Invalid params: a number out of range (integers must be within "
+           "-2^63..2^63-1; send 64-bit values as decimal strings)\"},\"id\":2},{\"jsonrpc\":"
+           "\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},\"id\":null},"
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+           "\"id\":null}]");
+    /* A notification with one: no answer. */
+    int st;
+    char *got = call("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[1e400]}", &st);
+    assert_null(got);
+    assert_int_equal(st, 204);
+    /* Not JSON after all, or JSON with an escaped NUL: still -32700. */
+    const char *parse[] = {
+        "{\"jsonrpc\":\"2.0\",\"id\":99999999999999999999,",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1,\"x\":1e999,\"y\":\"\\u0000\"}",
+        "{99999999999999999999:1}",
+        "[1e400,01]",
+        "[1e400,099999999999999999999]",
+        "[1e400 2]",
+        "{\"a\":1e400,\"a\":1}",
+        "[1e400,\"\\\"99999999999999999999\"",
+    };
+    for (size_t i = 0; i < sizeof parse / sizeof parse[0]; i++)
+        if (error_code_of(parse[i]) != -32700)
+            fail_msg("want -32700 for %s", parse[i]);
+}
+
 /* An unknown method gets -32601 with the request id. */
 static void test_rpc_unknown_method_not_found(void **state)
 {
@@ -906,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_rpc_health_request_empty_result),
         cmocka_unit_test(test_rpc_garbage_body_parse_error),
         cmocka_unit_test(test_rpc_invalid_requests_invalid_request),
+        cmocka_unit_test(test_rpc_big_integer_params_invalid_params_not_parse_error),
         cmocka_unit_test(test_rpc_unknown_method_not_found),
         cmocka_unit_test(test_rpc_bad_params_invalid_params),
         cmocka_unit_test(test_rpc_kv_get_key_hex_binary_key_and_value),
