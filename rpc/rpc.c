@@ -91,7 +91,8 @@ struct rpc_server {
     nng_aio *sweep; /* every RPC_SWEEP_MS: body reads past their deadline */
 };
 
-/* A method either fills *result (and returns 0) or sets *code and *msg. */
+/* A method either fills *result (and returns 0) or sets *code and *msg, and may then set
+ * *result to the error's data member. */
 typedef int (*method_fn)(struct node *n, json_t *params, json_t **result, int *code,
                          const char **msg);
 
@@ -242,20 +243,36 @@ static int submit(struct node *n, json_t *params, bool wait, json_t **result, in
         *msg = "transaction signature does not verify for this chain";
         return -1;
     case PBFT_REQ_DUPLICATE:
-        *code = RPC_TX_DUPLICATE;
-        *msg = "transaction already pending or recently committed";
-        return -1;
+        break; /* below */
     case PBFT_REQ_TOO_LARGE:
         *code = RPC_TX_TOO_LARGE;
         *msg = "transaction larger than 8192 bytes";
         return -1;
-    case PBFT_REQ_BAD_NONCE:
+    case PBFT_REQ_BAD_NONCE: {
+        /* The nonce is used: by this very transaction, committed, if the tx index has it.
+         * A client resending after a lost answer must learn that it is a duplicate (and
+         * look up the receipt), not be told to sign again with the next nonce: that would
+         * pay twice. */
+        uint64_t height;
+        uint32_t index;
+        uint8_t rc8;
+        if (store_get_tx(node_store(n), &h, &height, &index, &rc8) == STORE_OK)
+            break; /* a duplicate, below */
         *code = RPC_TX_BAD_NONCE;
         *msg = "bad nonce: the sender already used it (ask 'account' for the next one)";
         return -1;
+    }
     default:
         *code = RPC_TX_MEMPOOL_FULL;
         *msg = "mempool full; retry later";
+        return -1;
+    }
+    if (st != PBFT_REQ_ACCEPTED) { /* a duplicate: pending, or committed */
+        *code = RPC_TX_DUPLICATE;
+        *msg = "transaction already pending or committed (its receipt: the tx method)";
+        json_t *d = json_object();
+        json_object_set_new(d, "hash", hex_json(h.b, 32));
+        *result = d;
         return -1;
     }
     if (hash_out != NULL)
@@ -774,6 +791,14 @@ static json_t *error_obj(json_t *id, int code, const char *msg)
     return r;
 }
 
+/* error_data adds data (if any; taken over) to the error of the answer resp. */
+static json_t *error_data(json_t *resp, json_t *data)
+{
+    if (data != NULL)
+        json_object_set_new(json_object_get(resp, "error"), "data", data);
+    return resp;
+}
+
 static json_t *result_obj(json_t *id, json_t *result)
 {
     json_t *r = json_object();
@@ -947,7 +972,7 @@ static json_t *one_commit(struct node *n, struct call *c, json_t *id, json_t *pa
     if (id != NULL && (c->s == NULL || c->aio == NULL))
         return error_obj(id, RPC_INTERNAL, "broadcast_tx_commit is served only over HTTP");
     if (submit(n, params, true, &result, &code, &msg, &h) != 0)
-        return id == NULL ? NULL : error_obj(id, code, msg);
+        return id == NULL ? NULL : error_data(error_obj(id, code, msg), result);
     json_decref(result);
     if (id == NULL) /* a notification: nobody waits for the answer */
         return NULL;
@@ -1010,7 +1035,7 @@ static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t
     else if (fn == NULL)
         resp = error_obj(id, RPC_METHOD_NOT_FOUND, "Method not found");
     else if (fn(n, params, &result, &code, &msg) != 0)
-        resp = error_obj(id, code, msg);
+        resp = error_data(error_obj(id, code, msg), result);
     else
         resp = result_obj(id, result);
     if (id == NULL) { /* a notification: no response */

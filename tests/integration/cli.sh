@@ -26,6 +26,16 @@ if out=$(cli 0 transfer --key "$NET/accounts/account0.json" --to "$RECV" --amoun
 fi
 echo "$out" | grep -q -- "-32003" || fail "unclear refusal of a used nonce: $out"
 log "used nonce refused: $out"
+# the committed transfer itself, sent again (Ed25519 signs deterministically: the same
+# bytes): a duplicate (-32004), not a used nonce, on the sync and the commit path
+for w in "" --wait; do
+    if out=$(cli 0 transfer --key "$NET/accounts/account0.json" --to "$RECV" --amount 42 \
+        --nonce 0 $w 2>&1); then
+        fail "a committed transaction was accepted again: $out"
+    fi
+    echo "$out" | grep -q -- "-32004" || fail "resubmitted committed transaction ($w): $out"
+done
+log "committed transaction resubmitted: $out"
 h=$(height 0)
 out=$(cli 0 verify-block --genesis "$NET/node2/config/genesis.json" "$h") ||
     fail "verify-block refused a genuine block: $out"

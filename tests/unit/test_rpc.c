@@ -473,6 +473,66 @@ static void test_rpc_tx_refusals_distinct_codes(void **state)
     free(big);
 }
 
+static int http(const char *method, const char *path, const char *body, size_t len, char **out);
+
+/* A transaction already committed and submitted again, byte for byte, is a duplicate
+ * (-32004, with error.data.hash) on all three submit methods, not a used nonce (-32003);
+ * another transaction with that nonce is -32003. */
+static void test_rpc_resubmit_committed_tx_duplicate(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64], to[32] = {5}, tx[PBFT_MAX_TX_BYTES];
+    char path[800], err[512];
+    snprintf(path, sizeof path, "%s/accounts/account1.json", g_dir);
+    assert_int_equal(keys_file_read(path, pk, sk, err, sizeof err), KEYS_OK);
+    size_t len;
+    assert_int_equal(pbft_tx_encode_transfer(g_chain, sk, 0, to, 7, tx, sizeof tx, &len), PBFT_OK);
+    pbft_digest h;
+    pbft_tx_hash(tx, len, &h);
+    /* Its commit, as execution writes it: the receipt and the sender's nonce 1. */
+    store_batch *b = store_batch_new();
+    assert_non_null(b);
+    store_batch_tx(b, &h, 1, 0, 0);
+    uint8_t key[33], val[16];
+    key[0] = 'a';
+    memcpy(key + 1, pk, 32);
+    for (int i = 0; i < 8; i++) {
+        val[i] = (uint8_t)((1000000000000ull - 7) >> (56 - 8 * i));
+        val[8 + i] = i == 7 ? 1 : 0;
+    }
+    store_batch_state_put(b, key, sizeof key, val, sizeof val);
+    assert_int_equal(store_write(node_store(g_node), b, true, err, sizeof err), STORE_OK);
+    store_batch_free(b);
+    char hex[2 * 200 + 1], hh[65], body[1000];
+    keys_hex_encode(tx, len, hex);
+    keys_hex_encode(h.b, 32, hh);
+    const char *methods[] = {"broadcast_tx_sync", "broadcast_tx_async", "broadcast_tx_commit"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(body, sizeof body,
+                 "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"params\":{\"tx\":\"%s\"},\"id\":5}",
+                 methods[i], hex);
+        char *out;
+        assert_int_equal(http("POST", "/", body, strlen(body), &out), 200);
+        json_t *j = json_loads(out, 0, NULL);
+        free(out);
+        assert_non_null(j);
+        json_t *e = json_object_get(j, "error");
+        if (json_integer_value(json_object_get(e, "code")) != -32004)
+            fail_msg("%s of a committed transaction: want -32004, got %s", methods[i],
+                     json_string_value(json_object_get(e, "message")));
+        assert_string_equal(json_string_value(json_object_get(json_object_get(e, "data"), "hash")),
+                            hh);
+        json_decref(j);
+    }
+    /* The same nonce in another transaction: used. */
+    assert_int_equal(pbft_tx_encode_transfer(g_chain, sk, 0, to, 8, tx, sizeof tx, &len), PBFT_OK);
+    keys_hex_encode(tx, len, hex);
+    snprintf(body, sizeof body,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_sync\",\"params\":[\"%s\"],\"id\":6}",
+             hex);
+    assert_int_equal(error_code_of(body), -32003);
+}
+
 /* Query methods answer with the documented fields. */
 static void test_rpc_queries_happy_path(void **state)
 {
@@ -988,6 +1048,7 @@ int main(void)
         cmocka_unit_test(test_rpc_commit_in_batch_refused),
         cmocka_unit_test(test_rpc_tx_refusals_distinct_codes),
         cmocka_unit_test(test_rpc_queries_happy_path),
+        cmocka_unit_test(test_rpc_resubmit_committed_tx_duplicate),
         cmocka_unit_test(test_rpc_http_round_trips_ok_and_413),
         cmocka_unit_test(test_rpc_http_errors_json_body_and_reason),
         cmocka_unit_test(test_rpc_commit_no_quorum_timeout),
