@@ -5,6 +5,9 @@
  * a body that is not JSON, -32600 for one that is not a request object, -32601 for an unknown
  * method, -32602 for bad params; an empty batch gets one -32600; a batch of notifications gets
  * no body at all. Transactions the node refuses get codes -32001..-32006 (docs/rpc.md).
+ * A number jansson cannot hold is valid JSON, not -32700 (load_big). Refusals at the HTTP
+ * level (400, 408, 411, 413, 503, and nng's own 400, 404, 405, 505) carry a JSON-RPC error
+ * object as their body too (reply_close, nng_error_pages).
  * 64-bit integers are decimal strings; hashes, keys and transactions are lower-case hex.
  */
 #include "rpc/rpc.h"
