@@ -91,6 +91,15 @@ int keys_generate(uint8_t pk[KEYS_PK_BYTES], uint8_t sk[KEYS_SK_BYTES])
     return crypto_sign_keypair(pk, sk) == 0 ? KEYS_OK : KEYS_E_INIT;
 }
 
+int keys_random(uint8_t *out, size_t n)
+{
+    int rc = keys_init(); /* as keys_generate: randombytes needs libsodium initialised */
+    if (rc != KEYS_OK)
+        return rc;
+    randombytes_buf(out, n);
+    return KEYS_OK;
+}
+
 int keys_from_seed(const uint8_t seed[KEYS_SEED_BYTES], uint8_t pk[KEYS_PK_BYTES],
                    uint8_t sk[KEYS_SK_BYTES])
 {

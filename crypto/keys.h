@@ -39,6 +39,10 @@ int keys_init(void);
 /* keys_generate makes a fresh key pair from the OS random source. */
 int keys_generate(uint8_t pk[KEYS_PK_BYTES], uint8_t sk[KEYS_SK_BYTES]);
 
+/* keys_random fills out with n bytes from the OS random source (libsodium's randombytes).
+ * Returns KEYS_OK or KEYS_E_INIT. */
+int keys_random(uint8_t *out, size_t n);
+
 /* keys_from_seed derives the key pair for an RFC 8032 private key (32-byte seed).
  * Deterministic: used by tests and by the simulator, which derives keys from its seed. */
 int keys_from_seed(const uint8_t seed[KEYS_SEED_BYTES], uint8_t pk[KEYS_PK_BYTES],

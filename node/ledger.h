@@ -13,7 +13,9 @@
  *   - otherwise the sender's nonce increments, whether the operation succeeds or not, so a
  *     failed transaction cannot be replayed;
  *   - transfer: amount > balance -> LEDGER_INSUFFICIENT_FUNDS; a recipient balance that
- *     would overflow u64 -> LEDGER_OVERFLOW; else the amount moves;
+ *     would overflow u64 -> LEDGER_OVERFLOW; else the amount moves. Amount 0 is ok (the
+ *     recipient's account is written unchanged, created if absent); to == sender is ok
+ *     when amount <= balance and changes no balance (docs/protocol.md section 2.2);
  *   - put: the key takes the value.
  * The tx index keeps the receipt of each transaction's execution that took effect (code
  * LEDGER_OK), else its FIRST receipt. A transaction committed again (a Byzantine primary's

@@ -180,7 +180,7 @@ static int cmd_init(int argc, char **argv)
 
 static int cmd_testnet(int argc, char **argv)
 {
-    const char *out = NULL, *chain = "pbft-local";
+    const char *out = NULL, *chain = NULL; /* NULL: a fresh random one (below) */
     long n = 4, base = 26600, accounts = 4;
     for (int i = 2; i < argc; i++) {
         const char *v;
@@ -191,7 +191,12 @@ static int cmd_testnet(int argc, char **argv)
                  "Creates DIR/node0 .. DIR/node{N-1}, each a node home on 127.0.0.1 sharing one\n"
                  "genesis. Node i listens on p2p port P+i and RPC port P+100+i (default P =\n"
                  "26600, N = 4). K funded client accounts (default 4) get their keys in\n"
-                 "DIR/accounts/accountJ.json.");
+                 "DIR/accounts/accountJ.json.\n"
+                 "\n"
+                 "Without --chain-id every network gets its own chain id, pbft-testnet- and 16\n"
+                 "random hex digits, so a transaction signed for another network (such as an\n"
+                 "example of docs/rpc.md) does not verify on this one. Give --chain-id ID\n"
+                 "(1..64 characters [A-Za-z0-9._-]) only to reproduce a known network.");
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--out")))
             out = v;
@@ -225,15 +230,28 @@ static int cmd_testnet(int argc, char **argv)
         fprintf(stderr, "pbftd testnet: --accounts %ld: must be 0..10000\n", accounts);
         return 2;
     }
-    if (strlen(chain) > 64) {
-        fprintf(stderr, "pbftd testnet: --chain-id: at most 64 characters\n");
+    if (chain != NULL && (chain[0] == 0 || strlen(chain) > 64 ||
+                          strspn(chain, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                        "0123456789._-") != strlen(chain))) {
+        fprintf(stderr, "pbftd testnet: --chain-id: 1..64 characters A-Z a-z 0-9 . _ -\n");
         return 2;
     }
     if (keys_init() != KEYS_OK)
         return 1;
     genesis g;
     memset(&g, 0, sizeof g);
-    snprintf(g.chain_id, sizeof g.chain_id, "%s", chain);
+    if (chain != NULL) {
+        snprintf(g.chain_id, sizeof g.chain_id, "%s", chain);
+    } else {
+        /* Two networks that share a chain id accept each other's signed transactions
+         * (docs/security.md, finding 9): a fixed default made every testnet one chain. */
+        uint8_t r[8];
+        char hex[2 * sizeof r + 1];
+        if (keys_random(r, sizeof r) != KEYS_OK)
+            return 1;
+        keys_hex_encode(r, sizeof r, hex);
+        snprintf(g.chain_id, sizeof g.chain_id, "pbft-testnet-%s", hex);
+    }
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     g.genesis_time_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
@@ -296,8 +314,9 @@ static int cmd_testnet(int argc, char **argv)
         }
     }
     free(g.accounts);
-    printf("created a %ld-replica network in %s (p2p ports %ld..%ld, rpc ports %ld..%ld)\n", n, out,
-           base, base + n - 1, base + 100, base + 100 + n - 1);
+    printf("created a %ld-replica network in %s (chain id %s, p2p ports %ld..%ld, rpc ports "
+           "%ld..%ld)\n",
+           n, out, g.chain_id, base, base + n - 1, base + 100, base + 100 + n - 1);
     return 0;
 }
 

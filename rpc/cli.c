@@ -29,8 +29,8 @@ static const char *usage_text =
     "  status                                    node status: height, view, primary\n"
     "  account (PUBKEY | --key FILE)             balance and nonce\n"
     "  transfer --key FILE --to PUBKEY --amount N [--nonce N] [--wait]\n"
-    "  put --key FILE --k KEY --v VALUE [--nonce N] [--wait]\n"
-    "  get KEY                                   a value of the key-value namespace\n"
+    "  put --key FILE --k KEY --v VALUE [--hex] [--nonce N] [--wait]\n"
+    "  get [--hex] KEY                           a value of the key-value namespace\n"
     "  block [HEIGHT]                            a block (latest without HEIGHT)\n"
     "  verify-block --genesis FILE [HEIGHT]      check a block's commit certificate against\n"
     "                                            the validator keys of a genesis file\n"
@@ -42,7 +42,9 @@ static const char *usage_text =
     "  --json      print the JSON-RPC result as JSON\n"
     "\n"
     "transfer and put fetch the sender's next nonce from the node unless --nonce is given;\n"
-    "--wait waits (up to 30 s) until the transaction is committed.\n";
+    "--wait waits (up to 30 s) until the transaction is committed. With --hex, put's KEY and\n"
+    "VALUE and get's KEY are hex (a key or value of any bytes) and get prints the value in\n"
+    "hex; without it get prints a value that is not UTF-8 as hex:HEX.\n";
 
 static const char *rpc_url = "http://127.0.0.1:26700";
 static int json_out = 0;
@@ -150,6 +152,15 @@ static void parse_pk(const char *hex, uint8_t pk[32])
 {
     if (strlen(hex) != 64 || keys_hex_decode(hex, pk, 32) != KEYS_OK)
         die(2, "'%s' is not a public key (64 hex characters)", hex);
+}
+
+/* parse_hex decodes hex (min..cap bytes, upper or lower case) into out; returns the length. */
+static size_t parse_hex(const char *what, const char *s, uint8_t *out, size_t min, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n % 2 != 0 || n / 2 < min || n / 2 > cap || keys_hex_decode(s, out, n / 2) != KEYS_OK)
+        die(2, "%s: '%s' is not %zu..%zu bytes of hex", what, s, min, cap);
+    return n / 2;
 }
 
 static uint64_t parse_u64(const char *what, const char *s)
@@ -354,7 +365,7 @@ int main(int argc, char **argv)
     const char *key = NULL, *to = NULL, *amount = NULL, *nonce = NULL, *k = NULL, *v = NULL;
     const char *out = NULL, *height = NULL, *txh = NULL, *timeout = NULL, *pos = NULL;
     const char *genesis_path = NULL;
-    int wait = 0;
+    int wait = 0, hex_args = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
 #define OPT(name, var)                                                                             \
@@ -379,6 +390,8 @@ int main(int argc, char **argv)
 #undef OPT
         if (strcmp(a, "--wait") == 0)
             wait = 1;
+        else if (strcmp(a, "--hex") == 0)
+            hex_args = 1;
         else if (strcmp(a, "--json") == 0)
             json_out = 1;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -457,8 +470,16 @@ int main(int argc, char **argv)
         } else {
             if (k == NULL || v == NULL)
                 die(2, "put: --k KEY and --v VALUE are required");
-            rc = pbft_tx_encode_put(chain, sk, n, (const uint8_t *)k, strlen(k), (const uint8_t *)v,
-                                    strlen(v), tx, sizeof tx, &len);
+            uint8_t kb[PBFT_MAX_KEY_BYTES], vb[PBFT_MAX_VALUE_BYTES];
+            size_t kl = strlen(k), vl = strlen(v);
+            const uint8_t *kp = (const uint8_t *)k, *vp = (const uint8_t *)v;
+            if (hex_args) {
+                kl = parse_hex("--k", k, kb, 1, sizeof kb);
+                vl = parse_hex("--v", v, vb, 0, sizeof vb);
+                kp = kb;
+                vp = vb;
+            }
+            rc = pbft_tx_encode_put(chain, sk, n, kp, kl, vp, vl, tx, sizeof tx, &len);
         }
         if (rc != PBFT_OK)
             die(2, "%s: cannot encode the transaction: %s", cmd, pbft_strerror(rc));
@@ -483,14 +504,24 @@ int main(int argc, char **argv)
         if (pos == NULL)
             die(2, "get: give the key");
         json_t *p = json_object();
-        json_object_set_new(p, "key", json_string(pos));
+        if (hex_args) {
+            uint8_t kb[PBFT_MAX_KEY_BYTES];
+            (void)parse_hex("get", pos, kb, 1, sizeof kb);
+            json_object_set_new(p, "key_hex", json_string(pos));
+        } else {
+            json_object_set_new(p, "key", json_string(pos));
+        }
         json_t *r = call_or_die("kv_get", p);
+        bool text = strcmp(str(r, "encoding"), "utf8") == 0;
         if (json_out)
             print_json(r);
         else if (!json_is_true(json_object_get(r, "found")))
             printf("%s: not found (height %s)\n", pos, str(r, "height"));
+        else if (hex_args)
+            printf("%s = %s (height %s)\n", pos, str(r, "value_hex"), str(r, "height"));
         else
-            printf("%s = %s (height %s)\n", pos, str(r, "value"), str(r, "height"));
+            printf("%s = %s%s (height %s)\n", pos,
+                   text ? "" : "hex:", str(r, text ? "value" : "value_hex"), str(r, "height"));
         json_decref(r);
         return 0;
     }

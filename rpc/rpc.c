@@ -5,10 +5,15 @@
  * a body that is not JSON, -32600 for one that is not a request object, -32601 for an unknown
  * method, -32602 for bad params; an empty batch gets one -32600; a batch of notifications gets
  * no body at all. Transactions the node refuses get codes -32001..-32006 (docs/rpc.md).
+ * A number jansson cannot hold is valid JSON, not -32700 (load_big). Refusals at the HTTP
+ * level (400, 408, 411, 413, 503, and nng's own 400, 404, 405, 505) carry a JSON-RPC error
+ * object as their body too (reply_close, nng_error_pages).
  * 64-bit integers are decimal strings; hashes, keys and transactions are lower-case hex.
  */
 #include "rpc/rpc.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +42,9 @@
 #define RPC_TX_DUPLICATE (-32004)
 #define RPC_TX_MEMPOOL_FULL (-32005)
 #define RPC_TX_TOO_LARGE (-32006)
-#define RPC_BUSY (-32007) /* too many broadcast_tx_commit requests waiting */
+#define RPC_BUSY (-32007)         /* too many broadcast_tx_commit requests waiting */
+#define RPC_BODY_TIMEOUT (-32008) /* HTTP 408: the body did not arrive in time */
+#define RPC_UNAVAILABLE (-32009)  /* HTTP 503: no body slot (or memory) for the request */
 #define RPC_NOT_FOUND (-32010)
 #define RPC_COMMIT_TIMEOUT (-32011)
 
@@ -87,7 +94,8 @@ struct rpc_server {
     nng_aio *sweep; /* every RPC_SWEEP_MS: body reads past their deadline */
 };
 
-/* A method either fills *result (and returns 0) or sets *code and *msg. */
+/* A method either fills *result (and returns 0) or sets *code and *msg, and may then set
+ * *result to the error's data member. */
 typedef int (*method_fn)(struct node *n, json_t *params, json_t **result, int *code,
                          const char **msg);
 
@@ -238,20 +246,36 @@ static int submit(struct node *n, json_t *params, bool wait, json_t **result, in
         *msg = "transaction signature does not verify for this chain";
         return -1;
     case PBFT_REQ_DUPLICATE:
-        *code = RPC_TX_DUPLICATE;
-        *msg = "transaction already pending or recently committed";
-        return -1;
+        break; /* below */
     case PBFT_REQ_TOO_LARGE:
         *code = RPC_TX_TOO_LARGE;
         *msg = "transaction larger than 8192 bytes";
         return -1;
-    case PBFT_REQ_BAD_NONCE:
+    case PBFT_REQ_BAD_NONCE: {
+        /* The nonce is used: by this very transaction, committed, if the tx index has it.
+         * A client resending after a lost answer must learn that it is a duplicate (and
+         * look up the receipt), not be told to sign again with the next nonce: that would
+         * pay twice. */
+        uint64_t height;
+        uint32_t index;
+        uint8_t rc8;
+        if (store_get_tx(node_store(n), &h, &height, &index, &rc8) == STORE_OK)
+            break; /* a duplicate, below */
         *code = RPC_TX_BAD_NONCE;
         *msg = "bad nonce: the sender already used it (ask 'account' for the next one)";
         return -1;
+    }
     default:
         *code = RPC_TX_MEMPOOL_FULL;
         *msg = "mempool full; retry later";
+        return -1;
+    }
+    if (st != PBFT_REQ_ACCEPTED) { /* a duplicate: pending, or committed */
+        *code = RPC_TX_DUPLICATE;
+        *msg = "transaction already pending or committed (its receipt: the tx method)";
+        json_t *d = json_object();
+        json_object_set_new(d, "hash", hex_json(h.b, 32));
+        *result = d;
         return -1;
     }
     if (hash_out != NULL)
@@ -505,21 +529,50 @@ static bool utf8_ok(const uint8_t *p, size_t n)
     return true;
 }
 
-static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+/* kv_key reads the key of kv_get into key (without the 'k' prefix) and sets *kn: params.key,
+ * a JSON string whose UTF-8 bytes are the key (by name or at position 0), or params.key_hex
+ * (by name only), for a put key that is not text (docs/protocol.md section 2 allows any
+ * bytes). Exactly one of the two. */
+static int kv_key(json_t *params, uint8_t key[PBFT_MAX_KEY_BYTES], size_t *kn, int *code,
+                  const char **msg)
 {
     json_t *k = param(params, "key", 0);
-    size_t kn = json_is_string(k) ? json_string_length(k) : 0;
-    if (kn < 1 || kn > PBFT_MAX_KEY_BYTES) {
-        *code = RPC_INVALID_PARAMS;
-        *msg = "params.key: expected a string of 1..256 bytes";
+    json_t *kh = json_is_object(params) ? json_object_get(params, "key_hex") : NULL;
+    *code = RPC_INVALID_PARAMS;
+    if (k != NULL && kh != NULL) {
+        *msg = "params: give key or key_hex, not both";
         return -1;
     }
+    if (kh != NULL) {
+        size_t hl = json_is_string(kh) ? json_string_length(kh) : 0;
+        if (hl < 2 || hl > 2 * PBFT_MAX_KEY_BYTES || hl % 2 != 0 ||
+            keys_hex_decode(json_string_value(kh), key, hl / 2) != KEYS_OK) {
+            *msg = "params.key_hex: expected 2..512 hex characters (a key of 1..256 bytes)";
+            return -1;
+        }
+        *kn = hl / 2;
+        return 0;
+    }
+    size_t n = json_is_string(k) ? json_string_length(k) : 0;
+    if (n < 1 || n > PBFT_MAX_KEY_BYTES) {
+        *msg = "params.key: expected a string of 1..256 bytes (or params.key_hex)";
+        return -1;
+    }
+    memcpy(key, json_string_value(k), n);
+    *kn = n;
+    return 0;
+}
+
+static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, const char **msg)
+{
+    uint8_t key[1 + PBFT_MAX_KEY_BYTES];
+    size_t kn;
+    key[0] = 'k';
+    if (kv_key(params, key + 1, &kn, code, msg) != 0)
+        return -1;
     /* The durable height first: the value read next is at least that recent. */
     node_status s;
     node_status_get(n, &s);
-    uint8_t key[1 + PBFT_MAX_KEY_BYTES];
-    key[0] = 'k';
-    memcpy(key + 1, json_string_value(k), kn);
     uint8_t *v = NULL;
     size_t vn = 0;
     int rc = store_state_get(node_store(n), key, kn + 1, &v, &vn);
@@ -529,12 +582,16 @@ static int m_kv_get(struct node *n, json_t *params, json_t **result, int *code, 
         return -1;
     }
     json_t *r = json_object();
-    json_object_set_new(r, "key", json_stringn(json_string_value(k), kn));
+    /* "key" only when the key is text (it is always when given as params.key). */
+    if (utf8_ok(key + 1, kn))
+        json_object_set_new(r, "key", json_stringn((const char *)key + 1, kn));
+    json_object_set_new(r, "key_hex", hex_json(key + 1, kn));
     json_object_set_new(r, "found", json_boolean(rc == STORE_OK));
     if (rc == STORE_OK) {
         bool text = utf8_ok(v, vn);
         json_object_set_new(r, "value", text ? json_stringn((const char *)v, vn) : hex_json(v, vn));
         json_object_set_new(r, "encoding", json_string(text ? "utf8" : "hex"));
+        json_object_set_new(r, "value_hex", hex_json(v, vn));
     }
     json_object_set_new(r, "height", u64_json(s.height));
     free(v);
@@ -737,6 +794,14 @@ static json_t *error_obj(json_t *id, int code, const char *msg)
     return r;
 }
 
+/* error_data adds data (if any; taken over) to the error of the answer resp. */
+static json_t *error_data(json_t *resp, json_t *data)
+{
+    if (data != NULL)
+        json_object_set_new(json_object_get(resp, "error"), "data", data);
+    return resp;
+}
+
 static json_t *result_obj(json_t *id, json_t *result)
 {
     json_t *r = json_object();
@@ -752,7 +817,149 @@ struct call {
     nng_aio *aio;  /* the HTTP aio (single requests over HTTP only) */
     bool in_batch; /* broadcast_tx_commit is refused inside a batch */
     bool deferred; /* set: the aio was kept; the reply comes later */
+    bool big;      /* the body held numbers jansson cannot hold, now marks (load_big) */
 };
+
+/* ---------------------------------------------------------------------------------------
+ * Numbers jansson cannot hold. An integer outside json_int_t (-2^63..2^63-1) or a number
+ * beyond double is valid JSON, but json_loadb fails on it (json_error_numeric_overflow) as
+ * on a syntax error. So that such a request gets -32602 (in params) or -32600 (in id), not
+ * -32700, load_big parses the body again with each such number replaced by a mark, the
+ * string "\u0000": an ordinary parse never yields a NUL (a body that holds the escape is a
+ * parse error here too), and in a key position the mark is refused (jansson never allows a
+ * NUL in a key), so the replacement turns no invalid body into a valid one.
+ * -------------------------------------------------------------------------------------*/
+_Static_assert(sizeof(json_int_t) == 8, "json_int_t is 64 bits");
+
+/* is_big: v is a mark left by load_big. */
+static bool is_big(const json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) == 1 && json_string_value(v)[0] == 0;
+}
+
+/* has_big: a mark anywhere in v. Depth is bounded by jansson's parser (2048 levels). */
+static bool has_big(json_t *v)
+{
+    if (is_big(v))
+        return true;
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, x) if (has_big(x)) return true;
+    } else if (json_is_object(v)) {
+        json_object_foreach(v, k, x) if (has_big(x)) return true;
+    }
+    return false;
+}
+
+/* number_len: the length of the JSON number (RFC 8259 section 6) at p, or 0 if the run of
+ * number characters there is not exactly one. */
+static size_t number_len(const char *p, size_t n)
+{
+    size_t run = 0;
+    while (run < n && strchr("0123456789+-.eE", p[run]) != NULL && p[run] != 0)
+        run++;
+    size_t i = 0;
+    if (i < run && p[i] == '-')
+        i++;
+    if (i < run && p[i] == '0')
+        i++;
+    else if (i < run && p[i] >= '1' && p[i] <= '9')
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+    else
+        return 0;
+    if (i < run && p[i] == '.') {
+        size_t d = ++i;
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    if (i < run && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < run && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t d = i;
+        while (i < run && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    return i == run ? run : 0;
+}
+
+/* number_overflows: jansson cannot hold the number p[0..n) (well formed): an integer
+ * outside json_int_t, or a real whose magnitude overflows double (as jansson's strtod). */
+static bool number_overflows(const char *p, size_t n)
+{
+    if (memchr(p, '.', n) == NULL && memchr(p, 'e', n) == NULL && memchr(p, 'E', n) == NULL) {
+        bool neg = p[0] == '-';
+        size_t digits = n - neg; /* no leading zeros in a well-formed integer */
+        if (digits != 19)
+            return digits > 19;
+        return memcmp(p + neg, neg ? "9223372036854775808" : "9223372036854775807", 19) > 0;
+    }
+    char *c = malloc(n + 1);
+    if (c == NULL)
+        return false; /* then the body stays a parse error */
+    memcpy(c, p, n);
+    c[n] = 0;
+    errno = 0;
+    double x = strtod(c, NULL);
+    free(c);
+    return errno == ERANGE && (x == HUGE_VAL || x == -HUGE_VAL);
+}
+
+/* load_big parses a body that json_loadb refused for a numeric overflow, with each number it
+ * cannot hold replaced by a mark; NULL if the body is not valid JSON after all (or holds an
+ * escaped NUL, a parse error for every body). */
+static json_t *load_big(const char *body, size_t len)
+{
+    static const char mark[] = "\"\\u0000\""; /* 8 bytes; a number replaced is >= 5 */
+    char *out = malloc(2 * len + sizeof mark);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0, i = 0;
+    bool ok = true;
+    while (i < len && ok) {
+        char ch = body[i];
+        if (ch == '"') { /* copy a string whole: numbers inside are text */
+            out[o++] = body[i++];
+            while (i < len && body[i] != '"') {
+                if (body[i] == '\\' && i + 1 < len) {
+                    if (body[i + 1] == 'u' && i + 5 < len && strncmp(body + i + 2, "0000", 4) == 0)
+                        ok = false; /* \u0000: refused like any NUL */
+                    out[o++] = body[i++];
+                }
+                out[o++] = body[i++];
+            }
+            if (i < len)
+                out[o++] = body[i++];
+            continue;
+        }
+        size_t nl = (ch == '-' || (ch >= '0' && ch <= '9')) ? number_len(body + i, len - i) : 0;
+        if (nl > 0 && number_overflows(body + i, nl)) {
+            memcpy(out + o, mark, sizeof mark - 1);
+            o += sizeof mark - 1;
+            i += nl;
+        } else if (nl > 0) {
+            memcpy(out + o, body + i, nl);
+            o += nl;
+            i += nl;
+        } else {
+            out[o++] = body[i++];
+        }
+    }
+    json_t *j = NULL;
+    if (ok) {
+        json_error_t je;
+        j = json_loadb(out, o, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    }
+    free(out);
+    return j;
+}
 
 static int commit_begin(struct call *c, json_t *id, const pbft_digest *h, const char **msg);
 
@@ -768,7 +975,7 @@ static json_t *one_commit(struct node *n, struct call *c, json_t *id, json_t *pa
     if (id != NULL && (c->s == NULL || c->aio == NULL))
         return error_obj(id, RPC_INTERNAL, "broadcast_tx_commit is served only over HTTP");
     if (submit(n, params, true, &result, &code, &msg, &h) != 0)
-        return id == NULL ? NULL : error_obj(id, code, msg);
+        return id == NULL ? NULL : error_data(error_obj(id, code, msg), result);
     json_decref(result);
     if (id == NULL) /* a notification: nobody waits for the answer */
         return NULL;
@@ -797,10 +1004,13 @@ static json_t *one(struct node *n, struct call *c, json_t *req)
 static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t *method)
 {
     json_t *id = json_is_object(req) ? json_object_get(req, "id") : NULL;
-    bool valid_id = id == NULL || json_is_string(id) || json_is_integer(id) || json_is_null(id);
+    /* A mark (load_big) is a number the node cannot hold: no valid id, method or request. */
+    bool valid_id = id == NULL || (json_is_string(id) && !is_big(id)) || json_is_integer(id) ||
+                    json_is_null(id);
+    json_t *m = json_object_get(req, "method");
     if (!json_is_object(req) || !valid_id || !json_is_string(json_object_get(req, "jsonrpc")) ||
         strcmp(json_string_value(json_object_get(req, "jsonrpc")), "2.0") != 0 ||
-        !json_is_string(json_object_get(req, "method")))
+        !json_is_string(m) || is_big(m))
         return error_obj(valid_id ? id : NULL, RPC_INVALID_REQUEST, "Invalid Request");
     json_t *params = json_object_get(req, "params");
     if (params != NULL && !json_is_object(params) && !json_is_array(params))
@@ -815,16 +1025,20 @@ static json_t *one_uncounted(struct node *n, struct call *c, json_t *req, size_t
             fn = methods[i].fn;
             *method = i;
         }
-    if (strcmp(name, "broadcast_tx_commit") == 0)
-        return one_commit(n, c, id, params);
     json_t *result = NULL;
     int code = 0;
     const char *msg = NULL;
     json_t *resp;
-    if (fn == NULL)
+    if (fn != NULL && c->big && params != NULL && has_big(params))
+        resp = error_obj(id, RPC_INVALID_PARAMS,
+                         "Invalid params: a number out of range (integers must be within "
+                         "-2^63..2^63-1; send 64-bit values as decimal strings)");
+    else if (strcmp(name, "broadcast_tx_commit") == 0)
+        return one_commit(n, c, id, params);
+    else if (fn == NULL)
         resp = error_obj(id, RPC_METHOD_NOT_FOUND, "Method not found");
     else if (fn(n, params, &result, &code, &msg) != 0)
-        resp = error_obj(id, code, msg);
+        resp = error_data(error_obj(id, code, msg), result);
     else
         resp = result_obj(id, result);
     if (id == NULL) { /* a notification: no response */
@@ -840,6 +1054,10 @@ static char *dispatch(struct node *n, struct call *c, const char *body, size_t l
     *http_status = 200;
     json_error_t je;
     json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (req == NULL && json_error_code(&je) == json_error_numeric_overflow) {
+        req = load_big(body, len);
+        c->big = req != NULL;
+    }
     json_t *resp = NULL;
     if (req == NULL) {
         resp = error_obj(NULL, RPC_PARSE_ERROR, "Parse error");
@@ -1014,18 +1232,82 @@ static void process(rpc_server *s, nng_aio *aio, const char *body, size_t len)
     free(out);
 }
 
-/* reply_close answers an HTTP error and closes the connection (its body is left unread). */
-static void reply_close(nng_aio *aio, uint16_t status)
+/* http_reason: the reason phrase of each HTTP status rpc.c answers itself (nng 1.5.2 has
+ * none for 413: it would send "413 Unknown HTTP Status"). */
+static const char *http_reason(uint16_t status)
 {
+    switch (status) {
+    case NNG_HTTP_STATUS_BAD_REQUEST:
+        return "Bad Request";
+    case NNG_HTTP_STATUS_REQUEST_TIMEOUT:
+        return "Request Timeout";
+    case NNG_HTTP_STATUS_LENGTH_REQUIRED:
+        return "Length Required";
+    case NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE:
+        return "Payload Too Large";
+    case NNG_HTTP_STATUS_SERVICE_UNAVAILABLE:
+        return "Service Unavailable";
+    default:
+        return NULL; /* nng's */
+    }
+}
+
+/* reply_close answers an HTTP error with a JSON-RPC error object as its body (id null: the
+ * request was not read) and closes the connection (its body is left unread). Not an nng
+ * error response (nng_http_res_alloc_error): nng would replace the body by its HTML page. */
+static void reply_close(nng_aio *aio, uint16_t status, int code, const char *msg)
+{
+    json_t *e = error_obj(NULL, code, msg);
+    char *out = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
     nng_http_res *res;
-    if (nng_http_res_alloc_error(&res, status) != 0) {
+    if (out == NULL || nng_http_res_alloc(&res) != 0) {
+        free(out);
         nng_aio_finish(aio, NNG_ENOMEM);
         return;
     }
-    nng_http_res_set_header(res, "Connection", "close");
+    int rv = nng_http_res_set_status(res, status);
+    if (rv == 0)
+        rv = nng_http_res_set_reason(res, http_reason(status));
+    if (rv == 0)
+        rv = nng_http_res_set_header(res, "Content-Type", "application/json");
+    if (rv == 0)
+        rv = nng_http_res_set_header(res, "Connection", "close");
+    if (rv == 0)
+        rv = nng_http_res_copy_data(res, out, strlen(out));
+    free(out);
+    if (rv != 0) {
+        nng_http_res_free(res);
+        nng_aio_finish(aio, rv); /* nng closes the connection */
+        return;
+    }
     nng_aio_set_output(aio, 0, res);
     nng_aio_finish(aio, 0);
 }
+
+/* The answers of nng's own HTTP errors, sent before any handler of ours runs (a request
+ * line or Host header it refuses, no handler for the path or the method, HTTP/2): nng
+ * serves these pages as the body (with its Content-Type, text/html; charset=UTF-8). */
+static const struct {
+    uint16_t status;
+    const char *body;
+} nng_error_pages[] = {
+    {NNG_HTTP_STATUS_BAD_REQUEST,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: malformed "
+     "HTTP request (HTTP/1.1 needs a Host header)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_NOT_FOUND,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: no such "
+     "path (JSON-RPC is POST /; also GET /health, GET /metrics)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_METHOD_NOT_ALLOWED,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: HTTP "
+     "method not allowed (JSON-RPC is POST /; also GET /health, GET /metrics)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_HTTP_VERSION_NOT_SUPP,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request: HTTP "
+     "version not supported (HTTP/1.1 or 1.0)\"},\"id\":null}"},
+    {NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR,
+     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32603,\"message\":\"Internal error\"},"
+     "\"id\":null}"},
+};
 
 /* http_cancel runs when nng gives up an HTTP aio we hold (connection closed, server
  * stopping): whichever slot holds it (body read or commit wait) lets it go; the slot's own
@@ -1086,17 +1368,20 @@ static void handle_post(nng_aio *aio)
     rpc_server *s = nng_http_handler_get_data(h);
     const char *cl = nng_http_req_get_header(req, "Content-Length");
     if (nng_http_req_get_header(req, "Transfer-Encoding") != NULL || cl == NULL) {
-        reply_close(aio, NNG_HTTP_STATUS_LENGTH_REQUIRED);
+        reply_close(aio, NNG_HTTP_STATUS_LENGTH_REQUIRED, RPC_INVALID_REQUEST,
+                    "Invalid Request: a body needs a Content-Length (no Transfer-Encoding)");
         return;
     }
     size_t digits = strspn(cl, "0123456789");
     if (digits == 0 || digits > 19 || cl[digits] != 0) {
-        reply_close(aio, NNG_HTTP_STATUS_BAD_REQUEST);
+        reply_close(aio, NNG_HTTP_STATUS_BAD_REQUEST, RPC_INVALID_REQUEST,
+                    "Invalid Request: Content-Length is not a decimal number below 10^19");
         return;
     }
     unsigned long long len = strtoull(cl, NULL, 10);
     if (len > node_cfg(s->n)->rpc_max_body_bytes) {
-        reply_close(aio, NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE);
+        reply_close(aio, NNG_HTTP_STATUS_PAYLOAD_TOO_LARGE, RPC_INVALID_REQUEST,
+                    "Invalid Request: body larger than rpc.max_body_bytes");
         return;
     }
     if (len == 0) {
@@ -1120,7 +1405,8 @@ static void handle_post(nng_aio *aio)
     char *buf = b != NULL ? malloc((size_t)len) : NULL;
     if (buf == NULL) {
         nng_mtx_unlock(s->mu);
-        reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE);
+        reply_close(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, RPC_UNAVAILABLE,
+                    "Service Unavailable: no room for the request body; retry later");
         return;
     }
     nng_time now = nng_clock();
@@ -1143,7 +1429,9 @@ static void handle_post(nng_aio *aio)
     nng_http_conn_read_all(conn, b->rd);
     nng_mtx_unlock(s->mu);
     if (evicted != NULL)
-        reply_close(evicted, NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+        reply_close(evicted, NNG_HTTP_STATUS_REQUEST_TIMEOUT, RPC_BODY_TIMEOUT,
+                    "Request Timeout: every body slot (rpc.max_connections) was taken and this "
+                    "body had been arriving longest");
 }
 
 /* sweep_tick answers 408 to each body not read by its deadline (nng then writes that and
@@ -1176,7 +1464,8 @@ static void sweep_tick(void *arg)
             nng_sleep_aio(RPC_SWEEP_MS, s->sweep);
         nng_mtx_unlock(s->mu);
         for (size_t i = 0; i < nlate; i++)
-            reply_close(late[i], NNG_HTTP_STATUS_REQUEST_TIMEOUT);
+            reply_close(late[i], NNG_HTTP_STATUS_REQUEST_TIMEOUT, RPC_BODY_TIMEOUT,
+                        "Request Timeout: the body did not arrive within rpc.body_timeout_ms");
     } while (nlate == 64);
 }
 
@@ -1257,6 +1546,12 @@ int rpc_open(struct node *n, const char *url, rpc_server **out, char *err, size_
         snprintf(err, errlen, "rpc: %s: %s", url, nng_strerror(rv));
         goto fail;
     }
+    for (size_t i = 0; i < sizeof nng_error_pages / sizeof nng_error_pages[0]; i++)
+        if ((rv = nng_http_server_set_error_page(s->srv, nng_error_pages[i].status,
+                                                 nng_error_pages[i].body)) != 0) {
+            snprintf(err, errlen, "rpc: error page: %s", nng_strerror(rv));
+            goto fail;
+        }
     if ((rv = nng_http_handler_alloc(&hp, "/", handle_post)) != 0 ||
         (rv = nng_http_handler_set_method(hp, "POST")) != 0 ||
         (rv = nng_http_handler_collect_body(hp, false, 0)) != 0 ||

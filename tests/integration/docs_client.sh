@@ -7,7 +7,8 @@
 . "$(dirname "$0")/netlib.sh"
 PY=/usr/bin/python3 # Debian's python3-nacl is installed for the system interpreter
 "$PY" -c "import nacl.signing" 2>/dev/null || fail "python3-nacl is missing (scripts/test.sh installs it)"
-net_create 4
+# The chain id of docs/rpc.md's examples: their signed transaction verifies only on it.
+net_create 4 --chain-id pbft-local
 start_all
 pk=$("$PY" "$(dirname "$0")/docs_client.py" keygen "$DIR/seed.hex")
 cli 0 transfer --key "$NET/accounts/account0.json" --to "$pk" --amount 1000 --wait >/dev/null

@@ -38,9 +38,12 @@ log() { echo "[$TEST $(date +%T)] $*"; }
 rpc() { echo "http://127.0.0.1:$((BASE + 100 + $1))"; }
 cli() { local i=$1; shift; "$BIN/pbft-cli" --rpc "$(rpc "$i")" "$@"; }
 
+# net_create N [TESTNET OPTIONS...]: N homes under $NET (each network its own random chain
+# id, unless the options give one: --chain-id ID).
 net_create() {
     N=$1
-    "$BIN/pbftd" testnet --n "$N" --out "$NET" --base-port "$BASE" --accounts 8 >/dev/null
+    shift
+    "$BIN/pbftd" testnet --n "$N" --out "$NET" --base-port "$BASE" --accounts 8 "$@" >/dev/null
     RECV=$("$BIN/pbft-cli" keygen --out "$DIR/recv.json")
 }
 

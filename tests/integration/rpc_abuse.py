@@ -302,13 +302,19 @@ def abuse_payloads(port, a):
              "id": None}] * a.max_batch
     if expect_status("a batch of max_batch non-requests", r, 200) and r.json() != want:
         fail("a batch of max_batch non-requests: want %d x -32600, got %r" % (a.max_batch, r))
-    # Not JSON after all: an empty body, duplicate keys, numbers jansson cannot hold.
+    # Not JSON after all: an empty body, duplicate keys.
     for name, body in [("an empty body", b""),
-                       ("duplicate keys", b'{"jsonrpc":"2.0","id":1,"id":2,"method":"status"}'),
-                       ("id 1e400", b'{"jsonrpc":"2.0","id":1e400,"method":"status"}'),
+                       ("duplicate keys", b'{"jsonrpc":"2.0","id":1,"id":2,"method":"status"}')]:
+        check(expect_error, name, post(port, body), *PARSE)
+    # Numbers jansson cannot hold are JSON: -32600 as the id, -32602 in params.
+    for name, body in [("id 1e400", b'{"jsonrpc":"2.0","id":1e400,"method":"status"}'),
                        ("id 10^20", b'{"jsonrpc":"2.0","id":100000000000000000000,'
                         b'"method":"status"}')]:
-        check(expect_error, name, post(port, body), *PARSE)
+        check(expect_error, name, post(port, body), -32600, "Invalid Request")
+    check(expect_error, "params [10^20]",
+          post(port, b'{"jsonrpc":"2.0","id":13,"method":"block","params":[100000000000000000000]}'),
+          -32602, "Invalid params: a number out of range (integers must be within -2^63..2^63-1; "
+          "send 64-bit values as decimal strings)", 13)
     check(expect_error, "a method name of 500000 bytes",
           post(port, req("m" * 500000, 12)), -32601, "Method not found", 12)
 

@@ -54,7 +54,7 @@ static int mode = M_ALL;
 static double duration_s = 10;
 static double rate; /* frames/s over all connections; 0 = as fast as the replica reads */
 static unsigned conns = 1;
-static const char *chain_id = "pbft-local"; /* pbftd testnet's default */
+static const char *chain_id = "pbft-local"; /* the target's: pass --chain-id */
 static uint64_t seed = 1;
 static uint32_t max_msg = 33554432; /* the target's p2p.max_msg_bytes */
 static unsigned nval = 4;           /* validators in the target's genesis */
@@ -495,7 +495,8 @@ static void usage(void)
          "  --duration S        seconds to run (default 10); SIGINT/SIGTERM stop early\n"
          "  --rate R            frames per second over all connections; 0 (default) = max\n"
          "  --conns C           TCP connections, one sending thread each (default 1, max 256)\n"
-         "  --chain-id ID       chain id to sign for (default pbft-local, pbftd testnet's)\n"
+         "  --chain-id ID       the target network's chain id, to sign for (default\n"
+         "                      pbft-local; pbftd testnet picks a random one: pbft-cli status)\n"
          "  --seed N            the key and every random choice (default 1)\n"
          "  --n N               validators in the target's genesis (default 4)\n"
          "  --max-msg-bytes B   the target's p2p.max_msg_bytes (default 33554432)\n"

@@ -1,6 +1,7 @@
 /*
  * test_config.c - unit tests for node/config.c: the config.toml subset parser and its typed
- * decoding, config_write round trips, genesis.json loading, writing and genesis_to_pbft.
+ * decoding, config_write round trips, genesis.json loading, writing and genesis_to_pbft, and
+ * the chain id of the genesis that pbftd testnet writes.
  *
  * Every error test checks that the message names the file, the line (config.toml) or the
  * JSON path (genesis.json), and says what is wrong: operators fix configs from these alone.
@@ -1122,6 +1123,56 @@ static void test_genesis_to_pbft_validates(void **state)
     genesis_free(&g);
 }
 
+/* testnet_chain_id runs the built pbftd testnet into a fresh directory with extra options and
+ * returns its exit status; on success *chain_id receives node0's genesis chain id. The
+ * directory is removed. */
+static int testnet_chain_id(const char *name, const char *opts, char *chain_id, size_t cap)
+{
+    const char *bin = getenv("PBFT_BIN");
+    assert_non_null(bin);
+    char dir[PATH_MAX], cmd[3 * PATH_MAX], path[PATH_MAX + 64], err[512];
+    tmp_path(dir, sizeof dir, name);
+    (void)snprintf(cmd, sizeof cmd,
+                   "'%s/pbftd' testnet --n 4 --out '%s' --accounts 1 %s >/dev/null 2>&1", bin, dir,
+                   opts);
+    int rc = system(cmd);
+    if (rc == 0) {
+        genesis g;
+        memset(&g, 0, sizeof g);
+        (void)snprintf(path, sizeof path, "%s/node0/config/genesis.json", dir);
+        if (genesis_load(path, &g, err, sizeof err) != 0) {
+            fail_msg("%s", err);
+        }
+        (void)snprintf(chain_id, cap, "%s", g.chain_id);
+        genesis_free(&g);
+    }
+    (void)snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    return rc;
+}
+
+/* pbftd testnet without --chain-id gives every network its own random chain id
+ * (pbft-testnet- and 16 hex digits); --chain-id ID is used as given, a bad one refused. */
+static void test_testnet_no_chain_id_random_per_network(void **state)
+{
+    (void)state;
+    if (getenv("PBFT_BIN") == NULL) {
+        skip();
+    }
+    char a[65] = "", b[65] = "", c[65] = "";
+    assert_int_equal(testnet_chain_id("net_a", "", a, sizeof a), 0);
+    assert_int_equal(testnet_chain_id("net_b", "", b, sizeof b), 0);
+    assert_int_equal(strlen(a), strlen("pbft-testnet-") + 16);
+    assert_memory_equal(a, "pbft-testnet-", strlen("pbft-testnet-"));
+    assert_int_equal(strspn(a + strlen("pbft-testnet-"), "0123456789abcdef"), 16);
+    assert_memory_equal(b, "pbft-testnet-", strlen("pbft-testnet-"));
+    assert_string_not_equal(a, b);
+    assert_int_equal(testnet_chain_id("net_c", "--chain-id pbft-local", c, sizeof c), 0);
+    assert_string_equal(c, "pbft-local");
+    assert_int_not_equal(testnet_chain_id("net_d", "--chain-id 'a b'", c, sizeof c), 0);
+    assert_int_not_equal(testnet_chain_id("net_e", "--chain-id=", c, sizeof c), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1158,6 +1209,7 @@ int main(void)
         cmocka_unit_test(test_genesis_bad_consensus_fails),
         cmocka_unit_test(test_genesis_other_bad_fields_fail),
         cmocka_unit_test(test_genesis_to_pbft_validates),
+        cmocka_unit_test(test_testnet_no_chain_id_random_per_network),
     };
     return cmocka_run_group_tests(tests, dir_setup, dir_teardown);
 }

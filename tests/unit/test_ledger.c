@@ -1,7 +1,8 @@
 /*
  * test_ledger.c - the ledger application (node/ledger.c) over a real RocksDB store:
- * receipts, and a transaction committed twice (a Byzantine primary's re-proposal, or a
- * replayed REQUEST), which must keep its first receipt.
+ * receipts, a transaction committed twice (a Byzantine primary's re-proposal, or a
+ * replayed REQUEST), which must keep its first receipt, and the execution rules
+ * docs/protocol.md section 2.2 states for failed, zero-amount and self transfers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -205,6 +206,75 @@ static void test_ledger_failed_then_executed_same_block(void **state)
     store_close(s);
 }
 
+/* tx_to signs a transfer of amount from g_pk to `to` with the given nonce. */
+static void tx_to(uint64_t nonce, const uint8_t to[32], uint64_t amount, uint8_t *out, size_t *n)
+{
+    assert_int_equal(pbft_tx_encode_transfer(g_chain, g_sk, nonce, to, amount, out, 512, n),
+                     PBFT_OK);
+}
+
+static void expect_account(ledger *l, const uint8_t pk[32], uint64_t balance, uint64_t nonce)
+{
+    uint64_t b = 0, n = 0;
+    assert_int_equal(ledger_account(l, pk, &b, &n), STORE_OK);
+    assert_int_equal(b, balance);
+    assert_int_equal(n, nonce);
+}
+
+/* As docs/protocol.md section 2.2 says: a failed transfer consumes its nonce (a copy, or
+ * another transaction with that nonce, then fails bad_nonce); a zero-amount transfer is ok
+ * and writes the recipient's account, balance unchanged; a transfer to the sender itself is
+ * ok when the amount is covered and changes no balance, else insufficient_funds; each of
+ * these uses the nonce. */
+static void test_ledger_failed_zero_and_self_transfers_use_nonce(void **state)
+{
+    (void)state;
+    store *s = open_store("zero_self");
+    ledger *l = open_ledger(s);
+    uint8_t t[7][512];
+    size_t n[7];
+    tx_to(0, g_to, 5000, t[0], &n[0]); /* more than the balance of 1000 */
+    tx_to(0, g_to, 10, t[1], &n[1]);   /* nonce 0 again: used by the failure */
+    tx_to(1, g_to, 0, t[2], &n[2]);    /* zero amount to an account that does not exist */
+    tx_to(2, g_pk, 300, t[3], &n[3]);  /* to itself, covered */
+    tx_to(3, g_pk, 5000, t[4], &n[4]); /* to itself, not covered */
+    tx_to(4, g_pk, 0, t[5], &n[5]);    /* zero to itself */
+    tx_to(5, g_to, 1000, t[6], &n[6]); /* the whole balance */
+    pbft_span b1[7];
+    for (int i = 0; i < 7; i++)
+        b1[i] = (pbft_span){t[i], n[i]};
+    execute_block(s, l, 1, b1, 7);
+    expect_receipt(s, t[0], n[0], 1, 0, LEDGER_INSUFFICIENT_FUNDS);
+    expect_receipt(s, t[1], n[1], 1, 1, LEDGER_BAD_NONCE);
+    expect_receipt(s, t[2], n[2], 1, 2, LEDGER_OK);
+    expect_receipt(s, t[3], n[3], 1, 3, LEDGER_OK);
+    expect_receipt(s, t[4], n[4], 1, 4, LEDGER_INSUFFICIENT_FUNDS);
+    expect_receipt(s, t[5], n[5], 1, 5, LEDGER_OK);
+    expect_receipt(s, t[6], n[6], 1, 6, LEDGER_OK);
+    expect_account(l, g_pk, 0, 6);
+    expect_account(l, g_to, 1000, 0);
+    /* The zero-amount transfer wrote the recipient's account before it held anything. */
+    store *s2 = open_store("zero_only");
+    ledger *l2 = open_ledger(s2);
+    tx_to(0, g_to, 0, t[2], &n[2]);
+    pbft_span b2[1] = {{t[2], n[2]}};
+    execute_block(s2, l2, 1, b2, 1);
+    expect_receipt(s2, t[2], n[2], 1, 0, LEDGER_OK);
+    uint8_t key[33], *v = NULL;
+    size_t vn = 0;
+    key[0] = 'a';
+    memcpy(key + 1, g_to, 32);
+    assert_int_equal(store_state_get(s2, key, sizeof key, &v, &vn), STORE_OK);
+    assert_int_equal(vn, 16);
+    free(v);
+    expect_account(l2, g_to, 0, 0);
+    expect_account(l2, g_pk, 1000, 1);
+    ledger_close(l2);
+    store_close(s2);
+    ledger_close(l);
+    store_close(s);
+}
+
 int main(void)
 {
     if (keys_init() != KEYS_OK)
@@ -219,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_ledger_failed_transaction_receipt),
         cmocka_unit_test(test_ledger_failed_then_executed_reports_ok),
         cmocka_unit_test(test_ledger_failed_then_executed_same_block),
+        cmocka_unit_test(test_ledger_failed_zero_and_self_transfers_use_nonce),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

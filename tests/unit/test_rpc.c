@@ -33,6 +33,7 @@
 #include "node/config.h"
 #include "node/node.h"
 #include "rpc/rpc.h"
+#include "storage/store.h"
 
 #define BASE_PORT 30000 /* below the kernel's ephemeral range (32768..) */
 #define RPC_URL "http://127.0.0.1:30100"
@@ -153,6 +154,21 @@ static char *tx_hex(uint64_t nonce, const char *key, const char *value)
     return h;
 }
 
+/* state_put writes 'k' || key -> value into the node's durable state, as executing a put
+ * does (nothing commits here: three of the four validators are absent). */
+static void state_put(const uint8_t *key, size_t kn, const uint8_t *value, size_t vn)
+{
+    uint8_t k[1 + PBFT_MAX_KEY_BYTES];
+    k[0] = 'k';
+    memcpy(k + 1, key, kn);
+    store_batch *b = store_batch_new();
+    assert_non_null(b);
+    store_batch_state_put(b, k, kn + 1, value, vn);
+    char err[512];
+    assert_int_equal(store_write(node_store(g_node), b, true, err, sizeof err), STORE_OK);
+    store_batch_free(b);
+}
+
 /* health answers an empty object with the request id. */
 static void test_rpc_health_request_empty_result(void **state)
 {
@@ -194,6 +210,78 @@ static void test_rpc_invalid_requests_invalid_request(void **state)
            "\"id\":null}");
 }
 
+/* A JSON number the node cannot hold (an integer outside -2^63..2^63-1, a real beyond
+ * double) is valid JSON: -32602 in params, -32600 in id, ignored elsewhere; in a batch, for
+ * its member only. Only bodies that are not JSON stay -32700. */
+static void test_rpc_big_integer_params_invalid_params_not_parse_error(void **state)
+{
+    (void)state;
+    const char *inval_params = "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32602,\"message\":"
+                               "\"Invalid params: a number out of range (integers must be within "
+                               "-2^63..2^63-1; send 64-bit values as decimal strings)\"},\"id\":1}";
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":{\"height\":9223372036854775808},"
+           "\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[99999999999999999999],\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":{\"a\":[{\"b\":"
+           "-9223372036854775809}]},\"id\":1}",
+           inval_params);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[1e400],\"id\":1}", inval_params);
+    /* The largest integers jansson holds are ordinary. */
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":"
+                                   "[9223372036854775807],\"id\":1}"),
+                     -32010);
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":"
+                                   "[-9223372036854775808],\"id\":1}"),
+                     -32602);
+    const char *inval_req =
+        "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+        "\"id\":null}";
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":9223372036854775808}", inval_req);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1e400}", inval_req);
+    expect("99999999999999999999", inval_req);
+    expect("{\"jsonrpc\":\"2.0\",\"method\":1e400,\"id\":4}",
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+           "\"id\":4}");
+    /* A member the node ignores, and an unknown method. */
+    expect("{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":3,\"x\":[1e400,-1e999]}",
+           "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":3}");
+    assert_int_equal(error_code_of("{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"params\":"
+                                   "[1e400],\"id\":1}"),
+                     -32601);
+    /* A batch: each member on its own. */
+    expect("[{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1},"
+           "{\"jsonrpc\":\"2.0\",\"method\":\"block\",\"params\":[18446744073709551616],\"id\":2},"
+           "{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":99999999999999999999},"
+           "99999999999999999999]",
+           "[{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":1},{\"jsonrpc\":\"2.0\",\"error\":{\"code\":"
+           "-32602,\"message\":\"Invalid params: a number out of range (integers must be within "
+           "-2^63..2^63-1; send 64-bit values as decimal strings)\"},\"id\":2},{\"jsonrpc\":"
+           "\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},\"id\":null},"
+           "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid Request\"},"
+           "\"id\":null}]");
+    /* A notification with one: no answer. */
+    int st;
+    char *got = call("{\"jsonrpc\":\"2.0\",\"method\":\"status\",\"params\":[1e400]}", &st);
+    assert_null(got);
+    assert_int_equal(st, 204);
+    /* Not JSON after all, or JSON with an escaped NUL: still -32700. */
+    const char *parse[] = {
+        "{\"jsonrpc\":\"2.0\",\"id\":99999999999999999999,",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"health\",\"id\":1,\"x\":1e999,\"y\":\"\\u0000\"}",
+        "{99999999999999999999:1}",
+        "[1e400,01]",
+        "[1e400,099999999999999999999]",
+        "[1e400 2]",
+        "{\"a\":1e400,\"a\":1}",
+        "[1e400,\"\\\"99999999999999999999\"",
+    };
+    for (size_t i = 0; i < sizeof parse / sizeof parse[0]; i++)
+        if (error_code_of(parse[i]) != -32700)
+            fail_msg("want -32700 for %s", parse[i]);
+}
+
 /* An unknown method gets -32601 with the request id. */
 static void test_rpc_unknown_method_not_found(void **state)
 {
@@ -220,6 +308,77 @@ static void test_rpc_bad_params_invalid_params(void **state)
         "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":[7],\"id\":1}",
         "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_sync\",\"params\":{},\"id\":1}",
         "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_async\",\"params\":[1],\"id\":1}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(error_code_of(bad[i]), -32602);
+}
+
+/* kv_get reads a key of any bytes given as key_hex, and answers every value in hex too
+ * (value_hex); "key" only for a key that is text. */
+static void test_rpc_kv_get_key_hex_binary_key_and_value(void **state)
+{
+    (void)state;
+    const uint8_t bkey[] = {0x00, 0xff, 0x80}, bval[] = {0xc3, 0x28, 0x00};
+    state_put(bkey, sizeof bkey, bval, sizeof bval);
+    state_put((const uint8_t *)"text", 4, (const uint8_t *)"v", 1);
+    state_put((const uint8_t *)"empty", 5, (const uint8_t *)"", 0);
+    json_t *root, *r;
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"00FF80\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_true(json_is_true(json_object_get(r, "found")));
+    assert_null(json_object_get(r, "key")); /* not text */
+    assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "00ff80");
+    assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "c32800");
+    assert_string_equal(json_string_value(json_object_get(r, "value")), "c32800");
+    assert_string_equal(json_string_value(json_object_get(r, "encoding")), "hex");
+    json_decref(root);
+    /* A text key given either way: both forms of the key, the value as text and hex. */
+    const char *text_key[] = {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"74657874\"},\"id\":"
+        "1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"text\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":[\"text\"],\"id\":1}",
+    };
+    for (size_t i = 0; i < sizeof text_key / sizeof text_key[0]; i++) {
+        r = result_of(text_key[i], &root);
+        assert_string_equal(json_string_value(json_object_get(r, "key")), "text");
+        assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "74657874");
+        assert_string_equal(json_string_value(json_object_get(r, "value")), "v");
+        assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "76");
+        assert_string_equal(json_string_value(json_object_get(r, "encoding")), "utf8");
+        json_decref(root);
+    }
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"empty\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_true(json_is_true(json_object_get(r, "found")));
+    assert_string_equal(json_string_value(json_object_get(r, "value")), "");
+    assert_string_equal(json_string_value(json_object_get(r, "value_hex")), "");
+    json_decref(root);
+    r = result_of("{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"0000\"},"
+                  "\"id\":1}",
+                  &root);
+    assert_false(json_is_true(json_object_get(r, "found")));
+    assert_null(json_object_get(r, "value_hex"));
+    assert_string_equal(json_string_value(json_object_get(r, "key_hex")), "0000");
+    json_decref(root);
+    /* Bad key_hex, or both forms: -32602. */
+    char big[700];
+    memset(big, 'a', 514);
+    big[514] = 0;
+    char body[900];
+    snprintf(body, sizeof body,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"%s\"},\"id\":1}",
+             big);
+    assert_int_equal(error_code_of(body), -32602);
+    const char *bad[] = {
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"0\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":\"zz\"},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key_hex\":5},\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"kv_get\",\"params\":{\"key\":\"a\",\"key_hex\":\"61\"},"
+        "\"id\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(error_code_of(bad[i]), -32602);
@@ -312,6 +471,66 @@ static void test_rpc_tx_refusals_distinct_codes(void **state)
     strcpy(big + k + 2 * (PBFT_MAX_TX_BYTES + 1), "\"},\"id\":1}");
     assert_int_equal(error_code_of(big), -32006);
     free(big);
+}
+
+static int http(const char *method, const char *path, const char *body, size_t len, char **out);
+
+/* A transaction already committed and submitted again, byte for byte, is a duplicate
+ * (-32004, with error.data.hash) on all three submit methods, not a used nonce (-32003);
+ * another transaction with that nonce is -32003. */
+static void test_rpc_resubmit_committed_tx_duplicate(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64], to[32] = {5}, tx[PBFT_MAX_TX_BYTES];
+    char path[800], err[512];
+    snprintf(path, sizeof path, "%s/accounts/account1.json", g_dir);
+    assert_int_equal(keys_file_read(path, pk, sk, err, sizeof err), KEYS_OK);
+    size_t len;
+    assert_int_equal(pbft_tx_encode_transfer(g_chain, sk, 0, to, 7, tx, sizeof tx, &len), PBFT_OK);
+    pbft_digest h;
+    pbft_tx_hash(tx, len, &h);
+    /* Its commit, as execution writes it: the receipt and the sender's nonce 1. */
+    store_batch *b = store_batch_new();
+    assert_non_null(b);
+    store_batch_tx(b, &h, 1, 0, 0);
+    uint8_t key[33], val[16];
+    key[0] = 'a';
+    memcpy(key + 1, pk, 32);
+    for (int i = 0; i < 8; i++) {
+        val[i] = (uint8_t)((1000000000000ull - 7) >> (56 - 8 * i));
+        val[8 + i] = i == 7 ? 1 : 0;
+    }
+    store_batch_state_put(b, key, sizeof key, val, sizeof val);
+    assert_int_equal(store_write(node_store(g_node), b, true, err, sizeof err), STORE_OK);
+    store_batch_free(b);
+    char hex[2 * 200 + 1], hh[65], body[1000];
+    keys_hex_encode(tx, len, hex);
+    keys_hex_encode(h.b, 32, hh);
+    const char *methods[] = {"broadcast_tx_sync", "broadcast_tx_async", "broadcast_tx_commit"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(body, sizeof body,
+                 "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"params\":{\"tx\":\"%s\"},\"id\":5}",
+                 methods[i], hex);
+        char *out;
+        assert_int_equal(http("POST", "/", body, strlen(body), &out), 200);
+        json_t *j = json_loads(out, 0, NULL);
+        free(out);
+        assert_non_null(j);
+        json_t *e = json_object_get(j, "error");
+        if (json_integer_value(json_object_get(e, "code")) != -32004)
+            fail_msg("%s of a committed transaction: want -32004, got %s", methods[i],
+                     json_string_value(json_object_get(e, "message")));
+        assert_string_equal(json_string_value(json_object_get(json_object_get(e, "data"), "hash")),
+                            hh);
+        json_decref(j);
+    }
+    /* The same nonce in another transaction: used. */
+    assert_int_equal(pbft_tx_encode_transfer(g_chain, sk, 0, to, 8, tx, sizeof tx, &len), PBFT_OK);
+    keys_hex_encode(tx, len, hex);
+    snprintf(body, sizeof body,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"broadcast_tx_sync\",\"params\":[\"%s\"],\"id\":6}",
+             hex);
+    assert_int_equal(error_code_of(body), -32003);
 }
 
 /* Query methods answer with the documented fields. */
@@ -465,9 +684,106 @@ static int raw_open(const char *text)
     return fd;
 }
 
+/* read_all reads from fd until the peer closes, cap - 1 bytes arrived, or ms passed; the
+ * text is NUL-terminated. Returns its length. */
+static size_t read_all(int fd, char *buf, size_t cap, double ms)
+{
+    size_t n = 0;
+    double end = now_ms() + ms;
+    while (n + 1 < cap) {
+        double wait = end - now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (wait <= 0 || poll(&p, 1, (int)wait + 1) <= 0)
+            break;
+        ssize_t k = recv(fd, buf + n, cap - 1 - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+/* expect_http_error checks a whole HTTP answer: the status line (code and reason phrase),
+ * the Content-Type when ctype is given, and a body that is a JSON-RPC error object with a
+ * null id and the given code. */
+static void expect_http_error(const char *answer, const char *status_line, const char *ctype,
+                              int code)
+{
+    if (strncmp(answer, status_line, strlen(status_line)) != 0 ||
+        strncmp(answer + strlen(status_line), "\r\n", 2) != 0)
+        fail_msg("want \"%s\", got: %.200s", status_line, answer);
+    if (ctype != NULL) {
+        char h[200];
+        snprintf(h, sizeof h, "\r\nContent-Type: %s\r\n", ctype);
+        if (strstr(answer, h) == NULL)
+            fail_msg("want Content-Type %s: %.300s", ctype, answer);
+    }
+    const char *body = strstr(answer, "\r\n\r\n");
+    assert_non_null(body);
+    json_t *j = json_loads(body + 4, 0, NULL);
+    if (j == NULL)
+        fail_msg("%s: the body is not JSON: %.300s", status_line, body + 4);
+    assert_string_equal(json_string_value(json_object_get(j, "jsonrpc")), "2.0");
+    assert_true(json_is_null(json_object_get(j, "id")));
+    json_t *e = json_object_get(j, "error");
+    assert_int_equal(json_integer_value(json_object_get(e, "code")), code);
+    assert_true(json_is_string(json_object_get(e, "message")));
+    json_decref(j);
+}
+
+/* raw_answer sends text on a fresh connection and returns the whole answer (caller frees). */
+static char *raw_answer(const char *text)
+{
+    int fd = raw_open(text);
+    char *buf = malloc(16384);
+    assert_non_null(buf);
+    read_all(fd, buf, 16384, 5000);
+    close(fd);
+    return buf;
+}
+
+/* HTTP-level refusals carry a JSON-RPC error object (id null) and their reason phrase: ours
+ * (400, 411, 413) as application/json, nng's own (400, 404, 405, 505) as its error page. */
+static void test_rpc_http_errors_json_body_and_reason(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *req, *status, *ctype;
+        int code;
+    } cases[] = {
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
+         "HTTP/1.1 413 Payload Too Large", "application/json", -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+         "HTTP/1.1 411 Length Required", "application/json", -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 411 Length Required", "application/json",
+         -32600},
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", "HTTP/1.1 400 Bad Request",
+         "application/json", -32600},
+        {"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+         "HTTP/1.1 405 Method Not Allowed", NULL, -32600},
+        {"POST /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+         "HTTP/1.1 405 Method Not Allowed", NULL, -32600},
+        {"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 Not Found",
+         NULL, -32600},
+        {"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n[]",
+         "HTTP/1.1 400 Bad Request", NULL, -32600},
+        {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported", NULL,
+         -32600},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *a = raw_answer(cases[i].req);
+        expect_http_error(a, cases[i].status, cases[i].ctype, cases[i].code);
+        free(a);
+    }
+    assert_int_equal(http("GET", "/health", NULL, 0, NULL), 200); /* still serving */
+}
+
 /* poll_answers waits until ms have passed or every open fd[i] (done[i] < 0) was answered;
- * records the HTTP status (0: closed without one) in st[i] and the time in done[i]. */
-static void poll_answers(const int *fd, int *st, double *done, int n, double t0, double ms)
+ * records the HTTP status (0: closed without one) in st[i], the time in done[i] and the
+ * whole answer (the server closes after it) in txt[i]. */
+static void poll_answers(const int *fd, int *st, double *done, char (*txt)[1024], int n, double t0,
+                         double ms)
 {
     for (;;) {
         struct pollfd p[MAX_CONNS + 1];
@@ -484,15 +800,11 @@ static void poll_answers(const int *fd, int *st, double *done, int n, double t0,
             continue;
         for (int i = 0; i < n; i++)
             if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                char b[256];
-                ssize_t k = recv(fd[i], b, sizeof b - 1, 0);
-                st[i] = 0;
-                if (k > 0) {
-                    b[k] = 0;
-                    if (sscanf(b, "HTTP/1.1 %d", &st[i]) != 1)
-                        st[i] = -1;
-                }
                 done[i] = now_ms() - t0;
+                size_t k = read_all(fd[i], txt[i], sizeof txt[i], 2000);
+                st[i] = 0;
+                if (k > 0 && sscanf(txt[i], "HTTP/1.1 %d", &st[i]) != 1)
+                    st[i] = -1;
             }
     }
 }
@@ -507,6 +819,7 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
     const char *slow = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[";
     int fd[MAX_CONNS + 1], st[MAX_CONNS + 1];
     double done[MAX_CONNS + 1];
+    static char txt[MAX_CONNS + 1][1024];
     double t0 = now_ms();
     for (int i = 0; i <= MAX_CONNS; i++) {
         fd[i] = raw_open(slow);
@@ -514,11 +827,12 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
         done[i] = -1;
     }
     /* One more than the slots: exactly one is given up, long before the timeout. */
-    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT * 0.75);
+    poll_answers(fd, st, done, txt, MAX_CONNS + 1, t0, BODY_TIMEOUT * 0.75);
     int early = 0;
     for (int i = 0; i <= MAX_CONNS; i++)
         if (done[i] >= 0) {
             assert_int_equal(st[i], 408);
+            expect_http_error(txt[i], "HTTP/1.1 408 Request Timeout", "application/json", -32008);
             early++;
         }
     assert_int_equal(early, 1);
@@ -529,10 +843,11 @@ static void test_rpc_slow_bodies_408_and_no_lockout(void **state)
     assert_string_equal(out, "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":3}");
     free(out);
     /* The others time out: 408 after rpc.body_timeout_ms. */
-    poll_answers(fd, st, done, MAX_CONNS + 1, t0, BODY_TIMEOUT + 5000);
+    poll_answers(fd, st, done, txt, MAX_CONNS + 1, t0, BODY_TIMEOUT + 5000);
     int timed_out = 0;
     for (int i = 0; i <= MAX_CONNS; i++) {
         assert_int_equal(st[i], 408);
+        expect_http_error(txt[i], "HTTP/1.1 408 Request Timeout", "application/json", -32008);
         assert_true(done[i] >= 0);
         timed_out += done[i] >= BODY_TIMEOUT * 0.95;
         close(fd[i]);
@@ -723,15 +1038,19 @@ int main(void)
         cmocka_unit_test(test_rpc_health_request_empty_result),
         cmocka_unit_test(test_rpc_garbage_body_parse_error),
         cmocka_unit_test(test_rpc_invalid_requests_invalid_request),
+        cmocka_unit_test(test_rpc_big_integer_params_invalid_params_not_parse_error),
         cmocka_unit_test(test_rpc_unknown_method_not_found),
         cmocka_unit_test(test_rpc_bad_params_invalid_params),
+        cmocka_unit_test(test_rpc_kv_get_key_hex_binary_key_and_value),
         cmocka_unit_test(test_rpc_empty_batch_single_error),
         cmocka_unit_test(test_rpc_mixed_batch_one_answer_each),
         cmocka_unit_test(test_rpc_notification_batch_no_body),
         cmocka_unit_test(test_rpc_commit_in_batch_refused),
         cmocka_unit_test(test_rpc_tx_refusals_distinct_codes),
         cmocka_unit_test(test_rpc_queries_happy_path),
+        cmocka_unit_test(test_rpc_resubmit_committed_tx_duplicate),
         cmocka_unit_test(test_rpc_http_round_trips_ok_and_413),
+        cmocka_unit_test(test_rpc_http_errors_json_body_and_reason),
         cmocka_unit_test(test_rpc_commit_no_quorum_timeout),
         cmocka_unit_test(test_rpc_slow_bodies_408_and_no_lockout),
         cmocka_unit_test(test_rpc_doc_examples_answered),
