@@ -402,7 +402,7 @@ static int cmd_start(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
     node_run(n);
     log_msg(LOG_INFO, "stopping");
-    if (node_close(n) == NODE_CLOSE_ABANDONED) {
+    if (node_close(n) == NODE_CLOSE_ABANDONED || !node_library_fini()) {
         /* An nng close hung past its deadline (node.h). Everything durable is on disk; the
          * threads still inside nng must not see exit()'s teardown, so end here. */
         log_msg(LOG_WARN, "stopped (an nng close was abandoned)");

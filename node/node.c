@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+
 #include "consensus/byz.h"
 #include "crypto/keys.h"
 #include "node/events.h"
@@ -1863,4 +1865,15 @@ int node_close(node *n)
     pthread_cond_destroy(&n->vcv);
     free(n);
     return NODE_CLOSED;
+}
+
+static void nng_fini_fn(void *arg)
+{
+    (void)arg;
+    nng_fini();
+}
+
+bool node_library_fini(void)
+{
+    return close_within(nng_fini_fn, NULL, NODE_TRANSPORT_CLOSE_MS);
 }

@@ -56,6 +56,12 @@ void node_request_byzantine(node *n);
 enum { NODE_CLOSED = 0, NODE_CLOSE_ABANDONED = 1 };
 int node_close(node *n);
 
+/* node_library_fini ends nng after a node_close that returned NODE_CLOSED: it waits for
+ * nng's reaper, which frees closed sockets and servers asynchronously, so that a leak
+ * checker at exit sees only real leaks. Within NODE_TRANSPORT_CLOSE_MS, or false: then the
+ * caller must _exit as after NODE_CLOSE_ABANDONED. No nng call may follow. */
+bool node_library_fini(void);
+
 /* A snapshot of what RPC and logs report, taken by the loop thread after each iteration. */
 typedef struct {
     uint16_t id;

@@ -51,6 +51,7 @@ if [ "$asan" -eq 1 ]; then
     B=build-asan
     cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Debug -DPBFT_SANITIZE=ON >/dev/null
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+    export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp # one nng 1.5.2 leak, explained there
 else
     B=build
     cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPBFT_SANITIZE=OFF >/dev/null
