@@ -725,7 +725,10 @@ static uint64_t mono_us(void)
 
 static void flush(node *n)
 {
-    if (store_batch_count(n->batch) > 0) {
+    /* A poisoned batch is written too, so that its failure stops the node here, before any
+     * frame goes out: its first operation may be the one that failed (count 0), and skipping
+     * it would send votes without their records and drop every later write. */
+    if (store_batch_count(n->batch) > 0 || store_batch_failed(n->batch)) {
         char err[512];
         uint64_t t0 = mono_us();
         if (store_write(n->st, n->batch, true, err, sizeof err) != STORE_OK)
@@ -1628,8 +1631,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     *out = n;
     return 0;
 fail:
-    node_close(n);
-    return -1;
+    return node_close(n) == NODE_CLOSE_ABANDONED ? -2 : -1;
 }
 
 void node_request_stop(node *n)

@@ -546,6 +546,11 @@ size_t store_batch_count(const store_batch *b)
     return b != NULL ? b->count : 0;
 }
 
+bool store_batch_failed(const store_batch *b)
+{
+    return b != NULL && b->err != STORE_OK;
+}
+
 /* batch_fail poisons the batch: store_write will refuse it with rc and this message. */
 static void batch_fail(store_batch *b, int rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
 static void batch_fail(store_batch *b, int rc, const char *fmt, ...)

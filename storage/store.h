@@ -82,6 +82,10 @@ store_batch *store_batch_new(void);
 void store_batch_free(store_batch *b); /* safe on NULL */
 void store_batch_clear(store_batch *b);
 size_t store_batch_count(const store_batch *b); /* operations added since clear */
+/* True when an operation could not be added (no memory, too large, unknown op): the batch is
+ * poisoned until clear, store_write refuses it, and store_batch_count may still be 0 (the
+ * first operation failed). A caller must then write it to learn the failure, not skip it. */
+bool store_batch_failed(const store_batch *b);
 /* A core record: PBFT_PERSIST_PUT stores value under key; PBFT_PERSIST_DEL_BELOW deletes
  * every consensus record whose kind (key[0]) equals key[0] and whose seq (key[1..9]) is <=
  * the seq in key (one DeleteRange). */

@@ -660,6 +660,36 @@ static void test_store_write_unknown_op_writes_nothing(void **state)
     store_close(s);
 }
 
+/* A batch whose first operation fails holds no operation, yet is poisoned: it says so
+ * (store_batch_failed, which node.c's flush checks before it sends anything), refuses later
+ * operations and is refused by store_write until clear. */
+static void test_store_batch_failed_first_op(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    db_path(path, sizeof path, "failfirst");
+    store *s = open_ok(path);
+    store_batch *b = store_batch_new();
+    assert_non_null(b);
+    assert_false(store_batch_failed(b));
+    store_block blk = {.height = 1};
+    blk.block.n = SIZE_MAX; /* refused by its size, before anything reads it */
+    store_batch_block(b, &blk);
+    assert_int_equal(store_batch_count(b), 0);
+    assert_true(store_batch_failed(b));
+    store_batch_state_put(b, (const uint8_t *)"a", 1, (const uint8_t *)"1", 1);
+    assert_int_equal(store_batch_count(b), 0);
+    char err[256] = "";
+    assert_int_equal(store_write(s, b, true, err, sizeof err), STORE_E_NOMEM);
+    assert_non_null(strstr(err, "too large"));
+    store_batch_clear(b);
+    assert_false(store_batch_failed(b));
+    store_batch_state_put(b, (const uint8_t *)"a", 1, (const uint8_t *)"1", 1);
+    write_ok(s, b, true);
+    store_batch_free(b);
+    store_close(s);
+}
+
 /* ---- blocks, certificates, tx index, state ----------------------------------------------- */
 
 /* A block with its certificate, tx index entries and state changes written in one batch is
@@ -1078,6 +1108,7 @@ int main(void)
         cmocka_unit_test(test_store_del_below_deletes_exact_range),
         cmocka_unit_test(test_store_each_record_callback_nonzero_stops),
         cmocka_unit_test(test_store_write_unknown_op_writes_nothing),
+        cmocka_unit_test(test_store_batch_failed_first_op),
         cmocka_unit_test(test_store_block_batch_readable_after_reopen),
         cmocka_unit_test(test_store_multi_block_batch_head_is_last),
         cmocka_unit_test(test_store_corrupt_values_return_corrupt),
