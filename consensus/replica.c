@@ -322,6 +322,15 @@ static void fail_sticky(pbft_replica *r, const char *why)
         r->failed = why;
 }
 
+/* wbuf_ok: an encoder's growth (msg.c, plain realloc) that failed is a failed allocation of
+ * the core like any other, sticky; an encoder over its size limit is not. */
+static bool wbuf_ok(pbft_replica *r, const pbft_wbuf *w)
+{
+    if (w->err == PBFT_E_OOM)
+        fail_sticky(r, "an allocation failed");
+    return w->err == 0;
+}
+
 static bool alloc_allowed(pbft_replica *r)
 {
     if (r->alloc_fault != NULL && r->alloc_fault(r->alloc_fault_ctx)) {
@@ -483,13 +492,22 @@ static bool out_persist(pbft_replica *r, int op, const uint8_t key[PBFT_REC_KEY_
     return true;
 }
 
+/* send_room: whether one more frame of n bytes fits the output bounds; if not, it is
+ * dropped and counted, as a lossy network would drop it (PBFT retransmits). */
+static bool send_room(pbft_replica *r, size_t n)
+{
+    if (r->oa.n_sends >= r->lim.sends || n > r->lim.send_bytes - r->send_bytes) {
+        r->st.out_dropped++;
+        return false;
+    }
+    return true;
+}
+
 static bool out_send_raw(pbft_replica *r, uint16_t to, uint32_t delay_ms, const uint8_t *p,
                          size_t n)
 {
-    if (r->oa.n_sends >= r->lim.sends || n > r->lim.send_bytes - r->send_bytes) {
-        r->st.out_dropped++; /* as a lossy network would: PBFT retransmits */
+    if (!send_room(r, n))
         return false;
-    }
     GROW(r->oa.sends, r->oa.n_sends, r->oa.cap_sends);
     uint8_t *c = arena_dup(r, p, n);
     if (c == NULL)
@@ -789,9 +807,7 @@ static bool build_frame(pbft_replica *r, const struct outmsg *m, pbft_wbuf *w)
     }
     pbft_msg_end(w, start, r->c.chain, r->c.sk);
     pbft_put_attach(w, m->attach, m->attach_n);
-    if (w->err == PBFT_E_OOM)
-        fail_sticky(r, "an allocation failed");
-    return w->err == 0;
+    return wbuf_ok(r, w);
 }
 
 /* signed_len: the signed part of a frame built by build_frame (frame minus attachment). */
@@ -1065,12 +1081,15 @@ static void resend_signed(pbft_replica *r, const struct outmsg *m, const uint8_t
  * It carries that replica's signature, so it is not ours to mutate: no adversary here. */
 static void forward_signed(pbft_replica *r, uint16_t to, const uint8_t *msg, size_t n)
 {
+    if (!send_room(r, n + 4))
+        return;
     uint8_t *f = arena_alloc(r, n + 4);
     if (f == NULL)
         return;
     memcpy(f, msg, n);
     memset(f + n, 0, 4);
     GROW_VOID(r->oa.sends, r->oa.n_sends, r->oa.cap_sends);
+    r->send_bytes += n + 4;
     pbft_send *sd = &r->oa.sends[r->oa.n_sends++];
     sd->to = to;
     sd->delay_ms = 0;
@@ -1584,7 +1603,7 @@ static void send_block(pbft_replica *r, uint16_t to, const uint8_t *blk, size_t 
         struct outmsg m;
         memset(&m, 0, sizeof m);
         m.type = PBFT_MSG_STATE_REP;
-        if (sr.w.err == 0)
+        if (wbuf_ok(r, &sr.w))
             transmit(r, &m, sr.w.p, sr.w.len, to);
     }
     pbft_wbuf_free(&sr.w);
@@ -1805,7 +1824,9 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
     pbft_put_bytes(&w, d->b, 32);
     pbft_put_bytes(&w, proof, proof_n);
     put_key(key, REC_STABLE, 0, 0, 0, 0);
-    if (w.err == 0)
+    /* (If the record cannot be built, the step fails: the DEL_BELOW after it must not be
+     * written without it, and finished() emits neither.) */
+    if (wbuf_ok(r, &w))
         out_persist(r, PBFT_PERSIST_PUT, key, w.p, w.len);
     pbft_wbuf_free(&w);
     put_key(key, REC_LOG, seq, 0, 0, 0);
@@ -2777,7 +2798,7 @@ static void make_newview(pbft_replica *r)
         pps[idx].p = c;
         pps[idx].n = sl;
     }
-    if (body.err != 0) {
+    if (!wbuf_ok(r, &body)) {
         trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW: body over %zu bytes", body.limit);
         goto done;
     }
@@ -2873,7 +2894,7 @@ static void start_view_change(pbft_replica *r, uint64_t v, int reason)
             np++;
         }
     }
-    if (body.err == 0) {
+    if (wbuf_ok(r, &body)) {
         body.p[np_off] = (uint8_t)(np >> 8);
         body.p[np_off + 1] = (uint8_t)np;
     }
