@@ -974,8 +974,12 @@ static json_t *one_commit(struct node *n, struct call *c, json_t *id, json_t *pa
     pbft_digest h;
     if (id != NULL && (c->s == NULL || c->aio == NULL))
         return error_obj(id, RPC_INTERNAL, "broadcast_tx_commit is served only over HTTP");
-    if (submit(n, params, true, &result, &code, &msg, &h) != 0)
-        return id == NULL ? NULL : error_data(error_obj(id, code, msg), result);
+    if (submit(n, params, true, &result, &code, &msg, &h) != 0) {
+        if (id != NULL)
+            return error_data(error_obj(id, code, msg), result);
+        json_decref(result); /* a notification's error data: nobody reads it */
+        return NULL;
+    }
     json_decref(result);
     if (id == NULL) /* a notification: nobody waits for the answer */
         return NULL;
