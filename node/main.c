@@ -389,8 +389,13 @@ static int cmd_start(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     char err[1024];
     node *n;
-    if (node_open(&o, &n, err, sizeof err) != 0) {
+    int orc = node_open(&o, &n, err, sizeof err);
+    if (orc != 0) {
         fprintf(stderr, "pbftd: %s\n", err);
+        if (orc == -2) { /* threads still inside nng must not see exit()'s teardown */
+            fflush(NULL);
+            _exit(1);
+        }
         return 1;
     }
     running = n;

@@ -36,7 +36,9 @@ typedef struct {
 
 /* node_open loads the home (config, genesis, key), opens and recovers the store, restores
  * the replica from its records and starts the network, workers and RPC. Returns 0, or -1
- * with a message in err that names the file and key at fault. */
+ * with a message in err that names the file and key at fault; -2 likewise when, undoing
+ * what it had opened, an nng close was abandoned at its deadline (node_close): the caller
+ * must then end the process with _exit, as after NODE_CLOSE_ABANDONED. */
 int node_open(const node_options *o, node **out, char *err, size_t errlen);
 
 /* node_run blocks until node_request_stop is called (e.g. from a signal handler through
