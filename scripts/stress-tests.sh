@@ -49,12 +49,12 @@ esac
 pbft_ensure_deps python3-nacl prometheus python3-matplotlib curl gdb
 if [ "$asan" -eq 1 ]; then
     B=build-asan
-    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Debug -DPBFT_SANITIZE=ON >/dev/null
+    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Debug -DPBFT_SANITIZE=ON -DPBFT_IT_SMALL=OFF >/dev/null
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
     export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp # one nng 1.5.2 leak, explained there
 else
     B=build
-    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPBFT_SANITIZE=OFF >/dev/null
+    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPBFT_SANITIZE=OFF -DPBFT_IT_SMALL=OFF >/dev/null
 fi
 echo "==> building ($B/)"
 cmake --build "$B" -j"$jobs" >/dev/null

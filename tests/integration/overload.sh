@@ -13,7 +13,7 @@
 . "$(dirname "$0")/netlib.sh"
 net_create 4
 start_all
-txs=20000
+txs=${OVERLOAD_TXS:-20000} # (the sanitizer pass: 8,000, tests/CMakeLists.txt)
 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
     "$BIN/pbft-load" --net "$NET" --rpc "$(rpc 0)" --txs "$txs" --accounts 8 --threads 4 \
     --batch 100 >"$DIR/load.json" 2>"$DIR/load.err" || true
