@@ -142,6 +142,12 @@ phase() {
     before=$(snap "$v")
     abuse "$name-all" "$v" all 4
     abuse "$name-flood" "$v" flood 2
+    # Both must be sending before the abused load starts: at nice 19 beside busy cores,
+    # building their frame pools has taken longer than a phase.
+    for m in all flood; do
+        wait_for "pbft-abuse ($name-$m) to be ready" 120 grep -q 'pbft-abuse: ready' \
+            "$DIR/abuse-$name-$m.err"
+    done
     sleep 1 # let the abuse reach full speed (not a synchronisation)
     local tps
     tps=$(load "$name" $((k + 1)))

@@ -577,14 +577,16 @@ int main(int argc, char **argv)
     uint8_t kseed[32];
     keys_sha256((const uint8_t *)&seed, sizeof seed, kseed);
     keys_from_seed(kseed, pk, sk);
-    build_pools();
-
+    /* The handlers come before the pools: building them signs many frames, which at nice 19
+     * on a busy machine took longer than a test phase, and a SIGTERM then killed the tool
+     * (status 143) instead of stopping it. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    build_pools();
 
     char host[256], port[16];
     const char *hp = strncmp(target, "tcp://", 6) == 0 ? target + 6 : NULL;
@@ -612,6 +614,8 @@ int main(int argc, char **argv)
         if (pthread_create(&th[i], NULL, conn_main, &cs[i]) != 0)
             die("%s", "cannot start a thread");
     }
+    /* For tests: from here on it is sending (peer_abuse.sh waits for this line). */
+    fprintf(stderr, "pbft-abuse: ready, %u connections to %s\n", conns, target);
     for (unsigned i = 0; i < conns; i++)
         pthread_join(th[i], NULL);
     double el = now_s();
