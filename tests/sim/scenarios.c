@@ -717,6 +717,21 @@ static int sc_negative_control_twins(uint64_t seed, bool verbose)
  * before it syncs lets a primary's PRE-PREPARE escape, forgets it, and proposes another
  * block at the same (view, seq) after the restart: the checker must catch that.
  * -------------------------------------------------------------------------------------*/
+/* run_verdict runs s to its end, frees it and returns 0 if live, the violation's class
+ * (SIM_V_*) if one was found, or -1 if it stopped; why gets the reason, tot the totals. */
+static int run_verdict(sim *s, sim_totals *tot, char *why, size_t cap)
+{
+    int st = sim_run(s);
+    sim_get_totals(s, tot);
+    snprintf(why, cap, "%s",
+             st == SIM_VIOLATION ? sim_violation(s)
+             : st == SIM_LIVE    ? "live"
+                                 : "stopped");
+    int cls = sim_violation_class(s);
+    sim_free(s);
+    return st == SIM_LIVE ? 0 : st == SIM_VIOLATION ? cls : -1;
+}
+
 static int power_loss_run(uint64_t seed, bool verbose, bool unsafe, int *cuts, char *why,
                           size_t cap)
 {
@@ -745,17 +760,10 @@ static int power_loss_run(uint64_t seed, bool verbose, bool unsafe, int *cuts, c
         sim_at_power_cut(s, t, node, kind);
         sim_at_restart(s, t + 100 + sim_rng_below(&g, 150), node);
     }
-    int st = sim_run(s);
     sim_totals tot;
-    sim_get_totals(s, &tot);
+    int rc = run_verdict(s, &tot, why, cap);
     *cuts = (int)tot.power_cuts;
-    snprintf(why, cap, "%s",
-             st == SIM_VIOLATION ? sim_violation(s)
-             : st == SIM_LIVE    ? "live"
-                                 : "stopped");
-    int cls = sim_violation_class(s);
-    sim_free(s);
-    return st == SIM_LIVE ? 0 : st == SIM_VIOLATION ? cls : -1;
+    return rc;
 }
 
 static int sc_power_loss(uint64_t seed, bool verbose)
@@ -877,17 +885,10 @@ static int alloc_faults_run(uint64_t seed, bool verbose, bool unsafe, int *fault
         sim_at_alloc_fault(s, t, node, k);
         sim_at_restart(s, t + 100 + sim_rng_below(&g, 150), node);
     }
-    int st = sim_run(s);
     sim_totals tot;
-    sim_get_totals(s, &tot);
+    int rc = run_verdict(s, &tot, why, cap);
     *faults = (int)tot.alloc_faults;
-    snprintf(why, cap, "%s",
-             st == SIM_VIOLATION ? sim_violation(s)
-             : st == SIM_LIVE    ? "live"
-                                 : "stopped");
-    int cls = sim_violation_class(s);
-    sim_free(s);
-    return st == SIM_LIVE ? 0 : st == SIM_VIOLATION ? cls : -1;
+    return rc;
 }
 
 static int sc_alloc_faults(uint64_t seed, bool verbose)
