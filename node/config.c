@@ -13,6 +13,7 @@
  *   node.moniker             "node"                   1..63 bytes
  *   node.key_file            "config/node_key.json"   1..511 bytes
  *   node.data_dir            "data"                   1..511 bytes
+ *   node.min_free_mb         512                      0..1048576 (0: no check)
  *   p2p.listen               "tcp://127.0.0.1:26600"  tcp://host:port, port 1..65535
  *   p2p.max_msg_bytes        33554432 (32 MiB)        1024..67108864 (PBFT_MAX_MSG_BYTES)
  *   p2p.send_queue           1024                     1..1048576
@@ -369,6 +370,10 @@ static const key_desc KEYS[] = {
     KEY_STR("node.key_file", key_file, S_PLAIN, "Ed25519 key file, relative to the home directory"),
     KEY_STR("node.data_dir", data_dir, S_PLAIN,
             "Directory for the block store and consensus records"),
+    KEY_U32("node.min_free_mb", min_free_mb, 0, 1u << 20,
+            "MiB that must be free on the data directory's filesystem to start (RocksDB may "
+            "write up to its 256 MiB log again when it opens); below half of it a running node "
+            "stops, exit status 4. 0: no check"),
     KEY_STR("p2p.listen", p2p_listen, S_ADDR_TCP, "Peer listen address, tcp://host:port"),
     KEY_U32("p2p.max_msg_bytes", p2p_max_msg_bytes, 1024, PBFT_MAX_MSG_BYTES,
             "Largest peer frame sent or accepted, in bytes"),
@@ -428,6 +433,7 @@ void config_defaults(node_config *c)
     (void)snprintf(c->moniker, sizeof c->moniker, "%s", "node");
     (void)snprintf(c->key_file, sizeof c->key_file, "%s", "config/node_key.json");
     (void)snprintf(c->data_dir, sizeof c->data_dir, "%s", "data");
+    c->min_free_mb = 512;
     (void)snprintf(c->p2p_listen, sizeof c->p2p_listen, "%s", "tcp://127.0.0.1:26600");
     c->p2p_max_msg_bytes = 32u << 20;
     c->p2p_send_queue = 1024;

@@ -31,6 +31,9 @@ typedef struct {
     char key_file[CONFIG_PATH_MAX]; /* node.key_file, default "config/node_key.json" (relative
                                       to the home directory) */
     char data_dir[CONFIG_PATH_MAX]; /* node.data_dir, default "data" */
+    uint32_t min_free_mb;           /* node.min_free_mb: free space pbftd needs to start on the
+                                       data directory's filesystem (it stops below half),
+                                       default 512; 0: no check */
     /* [p2p] */
     char p2p_listen[CONFIG_ADDR_MAX]; /* p2p.listen, default "tcp://127.0.0.1:26600" */
     uint32_t p2p_max_msg_bytes;       /* p2p.max_msg_bytes, default 32 MiB, <= PBFT_MAX_MSG_BYTES */

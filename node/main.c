@@ -396,7 +396,7 @@ static int cmd_start(int argc, char **argv)
             fflush(NULL);
             _exit(1);
         }
-        return 1;
+        return orc == NODE_OPEN_DISK_FULL ? NODE_EXIT_DISK_FULL : 1;
     }
     running = n;
     struct sigaction sa;

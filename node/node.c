@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -163,6 +164,8 @@ struct node {
     uint8_t exec_app[32];
     /* Loop statistics, logged at debug level every 5 s. */
     uint64_t st_iters, st_events, st_write_us, st_step_us, st_last_ms;
+    char data_path[CONFIG_PATH_MAX + 64]; /* the data directory, for its free space */
+    uint64_t space_ms;                   /* when the free space was last checked */
     uint64_t durable_height; /* written to disk: what status reports */
     uint8_t durable_chain[32];
     uint8_t durable_app[32];
@@ -547,13 +550,79 @@ static void *worker_main(void *arg)
 
 /* ---------------------------------------------------------------------------------------- */
 
-static void fatal(node *n, const char *what, const char *msg)
+/* no_space: does a storage error say the filesystem is full? */
+static bool no_space(const char *msg)
 {
-    (void)n;
+    return strstr(msg, "No space left on device") != NULL || strstr(msg, "ENOSPC") != NULL;
+}
+
+static void fatal_status(const char *what, const char *msg, int status)
+{
     log_msg(LOG_ERROR, "fatal: %s: %s; stopping so nothing is sent that is not on disk", what, msg);
     /* _exit, not exit: other threads (nng's, RocksDB's) still run, and exit()'s teardown of
      * libraries under them can crash or hang. Every write so far was synced. */
-    _exit(2);
+    _exit(status);
+}
+
+/* fatal: exit status 2, or NODE_EXIT_DISK_FULL when the filesystem is full, so that systemd
+ * does not restart the node into it. */
+static void fatal(node *n, const char *what, const char *msg)
+{
+    (void)n;
+    fatal_status(what, msg, no_space(msg) ? NODE_EXIT_DISK_FULL : 2);
+}
+
+/* RocksDB 7.8 (Debian 12) is built with its assertions on, and opening a store on a
+ * filesystem with no space left can end in one (`sync_without_flush_called_`, in
+ * WritableFileWriter) after a write failed. node.min_free_mb keeps a node from opening so
+ * close to full; for the case where it is off, an abort inside store_open ends the process
+ * with a message that says what happened and the status a full disk has (1 otherwise),
+ * instead of a bare SIGABRT that systemd would restart into again and again. The message is
+ * written before the open (a signal handler may only write and exit). */
+static char open_abort_msg[CONFIG_PATH_MAX + 400];
+static size_t open_abort_len;
+static volatile sig_atomic_t open_abort_status = 1;
+
+static void on_abort_in_open(int sig)
+{
+    (void)sig;
+    ssize_t w = write(2, open_abort_msg, open_abort_len);
+    (void)w;
+    _exit(open_abort_status);
+}
+
+/* free_mib returns the MiB an unprivileged writer may still use on the filesystem holding
+ * path, or -1 if statvfs fails. */
+static int64_t free_mib(const char *path)
+{
+    struct statvfs v;
+    if (statvfs(path, &v) != 0)
+        return -1;
+    return (int64_t)(((uint64_t)v.f_bavail * (uint64_t)v.f_frsize) >> 20);
+}
+
+/* check_space stops the node, before the batch is written, once the data directory's
+ * filesystem has less than half of node.min_free_mb free: RocksDB out of space mid-write
+ * fails the write (and, reopened on a full disk, can abort on an assertion of its own), so
+ * stopping with room left is the clean end. Checked at most once a second, and before every
+ * large batch. */
+static void check_space(node *n, bool large)
+{
+    if (n->cfg.min_free_mb == 0)
+        return;
+    uint64_t t = now_ms(n);
+    if (!large && t - n->space_ms < 1000)
+        return;
+    n->space_ms = t;
+    int64_t f = free_mib(n->data_path);
+    if (f >= 0 && (uint64_t)f * 2 < n->cfg.min_free_mb) {
+        char msg[CONFIG_PATH_MAX + 400];
+        snprintf(msg, sizeof msg,
+                 "%s: %lld MiB free on its filesystem, below half of node.min_free_mb (%u MiB); "
+                 "free space, then start it again",
+                 n->data_path, (long long)f, n->cfg.min_free_mb);
+        fatal_status("disk nearly full", msg, NODE_EXIT_DISK_FULL);
+    }
 }
 
 static void queue_out(node *n, uint16_t to, uint64_t due, const uint8_t *p, size_t len)
@@ -730,6 +799,7 @@ static void flush(node *n)
      * it would send votes without their records and drop every later write. */
     if (store_batch_count(n->batch) > 0 || store_batch_failed(n->batch)) {
         char err[512];
+        check_space(n, store_batch_count(n->batch) > 1024);
         uint64_t t0 = mono_us();
         if (store_write(n->st, n->batch, true, err, sizeof err) != STORE_OK)
             fatal(n, "store write", err);
@@ -1393,6 +1463,7 @@ static int id_addrs(node *n, const char *home, const char *key, const char *spec
 int node_open(const node_options *o, node **out, char *err, size_t errlen)
 {
     *out = NULL;
+    bool disk_full = false;
     node *n = calloc(1, sizeof *n);
     if (n == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -1502,9 +1573,39 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
                  strerror(errno));
         goto fail;
     }
+    snprintf(n->data_path, sizeof n->data_path, "%s", path);
+    if (n->cfg.min_free_mb > 0) {
+        int64_t f = free_mib(path);
+        if (f >= 0 && (uint64_t)f < n->cfg.min_free_mb) {
+            snprintf(err, errlen,
+                     "%s: only %lld MiB free on its filesystem, below node.min_free_mb (%u MiB), "
+                     "the room RocksDB may need to open and replay its log; free space, then "
+                     "start again",
+                     path, (long long)f, n->cfg.min_free_mb);
+            disk_full = true;
+            goto fail;
+        }
+    }
+    int64_t free_now = free_mib(path);
     config_resolve(o->home, n->cfg.data_dir, "/db", path, sizeof path);
-    if (store_open(path, n->pc.chain, &n->st, err, errlen) != STORE_OK)
+    int len = snprintf(open_abort_msg, sizeof open_abort_msg,
+                       "\npbftd: RocksDB stopped on an assertion while opening %s, with %lld MiB "
+                       "free on its filesystem; nothing committed is lost (every batch was "
+                       "synced); free space, then start again (node.min_free_mb, %u MiB here, "
+                       "refuses to open a store so close to full; 0 turns that off)\n",
+                       path, (long long)free_now, n->cfg.min_free_mb);
+    open_abort_len = len > 0 ? strnlen(open_abort_msg, sizeof open_abort_msg) : 0;
+    open_abort_status = free_now >= 0 && free_now < 1 ? NODE_EXIT_DISK_FULL : 1;
+    struct sigaction sa_abort, sa_old;
+    memset(&sa_abort, 0, sizeof sa_abort);
+    sa_abort.sa_handler = on_abort_in_open;
+    sigaction(SIGABRT, &sa_abort, &sa_old);
+    int src = store_open(path, n->pc.chain, &n->st, err, errlen);
+    sigaction(SIGABRT, &sa_old, NULL);
+    if (src != STORE_OK) {
+        disk_full = no_space(err);
         goto fail;
+    }
     uint8_t app[32];
     if (ledger_open(n->st, &n->gen, &n->lg, app, err, errlen) != STORE_OK)
         goto fail;
@@ -1631,7 +1732,9 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     *out = n;
     return 0;
 fail:
-    return node_close(n) == NODE_CLOSE_ABANDONED ? -2 : -1;
+    if (node_close(n) == NODE_CLOSE_ABANDONED)
+        return -2;
+    return disk_full ? NODE_OPEN_DISK_FULL : -1;
 }
 
 void node_request_stop(node *n)

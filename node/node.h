@@ -40,6 +40,12 @@ typedef struct {
  * what it had opened, an nng close was abandoned at its deadline (node_close): the caller
  * must then end the process with _exit, as after NODE_CLOSE_ABANDONED. */
 int node_open(const node_options *o, node **out, char *err, size_t errlen);
+/* node_open's -3: the data directory's filesystem is full, or nearly (node.min_free_mb), or
+ * RocksDB could not open it for lack of space. pbftd exits NODE_EXIT_DISK_FULL, as does a
+ * running node that runs short of space; systemd does not restart it (scripts/pbftd.service):
+ * free space, then start it again. */
+#define NODE_OPEN_DISK_FULL (-3)
+#define NODE_EXIT_DISK_FULL 4
 
 /* node_run blocks until node_request_stop is called (e.g. from a signal handler through
  * its flag). The node keeps running meanwhile (an RPC handler waiting for the loop's verdict
