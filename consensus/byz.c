@@ -8,9 +8,10 @@
 #include <string.h>
 
 static const char *const mode_names[PBFT_BYZ__COUNT] = {
-    "honest",    "silent",      "equivocate",   "wrong-digest", "bad-signature",
-    "replay",    "conflict-vc", "slow-primary", "mutate",       "crash",
-    "selective", "flood",       "censor",       "bogus-state",
+    "honest",         "silent",         "equivocate",   "wrong-digest", "bad-signature",
+    "replay",         "conflict-vc",    "slow-primary", "mutate",       "crash",
+    "selective",      "flood",          "censor",       "bogus-state",  "newview-omit",
+    "newview-digest", "newview-invent", "newview-few",  "newview-dup",  "newview-wrong-view",
 };
 
 const char *pbft_byz_mode_name(int mode)
@@ -94,6 +95,11 @@ bool pbft_byz_corrupt_state(pbft_byz *b, uint8_t *block, size_t n)
     block[n - 1 - pbft__byz_next(b) % (n < 64 ? n : 64)] ^= 0x20; /* in the last transaction */
     b->actions++;
     return true;
+}
+
+bool pbft_byz_forges_newview(int mode)
+{
+    return mode >= PBFT_BYZ_NEWVIEW_OMIT && mode <= PBFT_BYZ_NEWVIEW_VIEW;
 }
 
 uint64_t pbft_byz_actions(const pbft_byz *b)

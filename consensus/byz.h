@@ -32,6 +32,17 @@ enum {
                                transactions */
     PBFT_BYZ_BOGUS_STATE,   /* state-transfer replies carry corrupted blocks, and its
                                checkpoint claims run one interval ahead to attract requests */
+    /* NEW-VIEW forgeries by a Byzantine new primary [OSDI §4.4]. It builds its NEW-VIEW from
+     * the 2f+1 VIEW-CHANGEs it holds, forges it as below, installs the forgery itself (so it
+     * votes for what it claims) and sends it. Honest backups recompute O and refuse it. */
+    PBFT_BYZ_NEWVIEW_OMIT,   /* drops the prepared certificate of the lowest prepared
+                                sequence number: the null request stands in its place */
+    PBFT_BYZ_NEWVIEW_DIGEST, /* alters the digest at the lowest prepared sequence number */
+    PBFT_BYZ_NEWVIEW_INVENT, /* a request at a null slot of O (the first one; if O has none,
+                                one past max-s) */
+    PBFT_BYZ_NEWVIEW_FEW,    /* carries only 2f VIEW-CHANGEs */
+    PBFT_BYZ_NEWVIEW_DUP,    /* repeats one VIEW-CHANGE in place of another */
+    PBFT_BYZ_NEWVIEW_VIEW,   /* claims the next view it is primary of (v + n) */
     PBFT_BYZ__COUNT
 };
 
@@ -58,7 +69,8 @@ void pbft_byz_free(pbft_byz *b);
 
 /* Names: "honest", "silent", "equivocate", "wrong-digest", "bad-signature", "replay",
  * "conflict-vc", "slow-primary", "mutate" (or "off-by-one"), "crash", "selective", "flood",
- * "censor", "bogus-state". pbft_byz_mode_parse returns -1 if unknown. */
+ * "censor", "bogus-state", "newview-omit", "newview-digest", "newview-invent", "newview-few",
+ * "newview-dup", "newview-wrong-view". pbft_byz_mode_parse returns -1 if unknown. */
 const char *pbft_byz_mode_name(int mode);
 int pbft_byz_mode_parse(const char *name);
 
@@ -78,6 +90,9 @@ bool pbft_byz_censors(pbft_byz *b, const uint8_t sender[32]);
 /* BOGUS_STATE: drivers pass each block they put in a state-transfer reply; an active
  * adversary flips one byte (counted as an action) and returns true. */
 bool pbft_byz_corrupt_state(pbft_byz *b, uint8_t *block, size_t n);
+
+/* True for the NEW-VIEW forgery modes. */
+bool pbft_byz_forges_newview(int mode);
 
 /* Count of Byzantine actions taken (messages mutated, dropped, delayed or invented). */
 uint64_t pbft_byz_actions(const pbft_byz *b);

@@ -107,8 +107,14 @@ struct vcent {
     uint32_t n;
 };
 
-/* Transaction pool entry: held (waiting to commit) or a committed hash kept for dedup. */
-enum { TX_EMPTY = 0, TX_HELD = 1, TX_DONE = 2 };
+/* Transaction pool entry: held (waiting to commit), a committed hash kept for dedup, or
+ * in flight: the hash of a transaction this replica does not hold, seen in an accepted
+ * block that has not executed yet. An in-flight entry keeps a primary from proposing that
+ * transaction again when a client re-sends it (after a view change, or a restart that
+ * restored the block from the records); it becomes held if the bytes arrive, done when the
+ * block executes, and is dropped when a NEW-VIEW replaces the blocks in flight (issue 12,
+ * "one transaction, one block"; docs/protocol.md section 9). */
+enum { TX_EMPTY = 0, TX_HELD = 1, TX_DONE = 2, TX_INFLIGHT = 3 };
 struct txent {
     uint8_t state;
     bool queued;  /* primary: in the proposal FIFO */
@@ -142,6 +148,7 @@ struct pbft_replica {
     pbft_config c;
     uint16_t f, q; /* q = n - f */
     pbft_byz *byz;
+    bool unsafe_skip_nv_check; /* pbft_replica_unsafe_skip_newview_check */
     pbft_stats st;
     pbft_trace_fn trace;
     void *trace_ctx;
@@ -230,8 +237,10 @@ struct pbft_replica {
 
     /* Transaction pool: open addressing, linear probing, backward-shift deletion. */
     struct txent *tx;
-    uint32_t tx_cap;     /* power of two */
-    uint32_t held;       /* entries in state TX_HELD */
+    uint32_t tx_cap;   /* power of two */
+    uint32_t held;     /* entries in state TX_HELD */
+    uint32_t inflight; /* entries in state TX_INFLIGHT, at most inflight_cap */
+    uint32_t inflight_cap;
     uint64_t held_bytes; /* their total size */
     pbft_digest *fifo;   /* primary proposal queue (hashes; stale entries skipped) */
     uint32_t fifo_cap, fifo_head, fifo_len;
@@ -593,6 +602,8 @@ static void tx_remove(pbft_replica *r, struct txent *e)
     if (e->state == TX_HELD) {
         r->held--;
         r->held_bytes -= e->n;
+    } else if (e->state == TX_INFLIGHT) {
+        r->inflight--;
     }
     free(e->tx);
     memset(e, 0, sizeof *e);
@@ -1301,7 +1312,28 @@ static void mark_inblock(pbft_replica *r, const uint8_t *p, size_t n)
                 r->mon_newest_fwd = e->mon_fwd_ms;
             unqueue(r, e);
             e->inblock = true;
+        } else if (e == NULL && r->inflight < r->inflight_cap) {
+            e = tx_insert(r, &h);
+            e->state = TX_INFLIGHT;
+            e->inblock = true;
+            r->inflight++;
         }
+    }
+}
+
+/* mark_executed records the transactions of a block executed before a restart (restored
+ * from the records below the executed height) as committed. */
+static void mark_executed(pbft_replica *r, const uint8_t *p, size_t n)
+{
+    pbft_block b;
+    if (pbft_block_decode(p, n, &b) != PBFT_OK)
+        return;
+    size_t off = 0;
+    pbft_span t;
+    while (pbft_block_next_tx(&b, &off, &t)) {
+        pbft_digest h;
+        pbft_tx_hash(t.p, t.n, &h);
+        tx_mark_done(r, &h);
     }
 }
 
@@ -1574,7 +1606,9 @@ static bool accept_pp(pbft_replica *r, struct slot *s, uint64_t view, const pbft
     s->pp_ms = r->now;
     if (view == r->view && s->seq > r->max_pp_seq)
         r->max_pp_seq = s->seq;
-    if (bc != NULL)
+    if (bc != NULL && s->seq <= r->last_exec)
+        mark_executed(r, bc, block_n); /* restored from the records: already executed */
+    else if (bc != NULL)
         mark_inblock(r, bc, block_n);
     return true;
 }
@@ -2291,12 +2325,18 @@ static struct txent *queue_head(pbft_replica *r)
  * two blocks, the second failing its nonce check). */
 static bool nv_bodies_missing(const pbft_replica *r)
 {
+    /* A stable checkpoint ahead of what we executed frees the slots below it: the blocks
+     * there are known only to the state transfer that fetches them (seed 4000545). */
+    if (r->last_exec < r->h)
+        return true;
     if (r->nv_max_s <= r->last_exec)
         return false;
     for (uint64_t seq = r->last_exec + 1; seq <= r->nv_max_s; seq++) {
         const struct slot *s = &r->slots[(seq - 1) % r->c.window];
-        if (in_window(r, seq) && s->seq == seq && s->has_pp && s->pp_view == r->view &&
-            s->block == NULL)
+        /* A slot committed before the view change but whose body never came counts too:
+         * install_newview skips committed slots (seed 4000259). */
+        if (in_window(r, seq) && s->seq == seq && s->block == NULL &&
+            (s->committed || (s->has_pp && s->pp_view == r->view)))
             return true;
     }
     return false;
@@ -2418,7 +2458,8 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
         return PBFT_REQ_MALFORMED;
     pbft_digest h;
     pbft_tx_hash(p, n, &h);
-    if (tx_find(r, &h) != NULL)
+    struct txent *known = tx_find(r, &h);
+    if (known != NULL && known->state != TX_INFLIGHT)
         return PBFT_REQ_DUPLICATE;
     if (r->held >= r->c.max_pending_txs || r->held_bytes + n > r->c.max_pending_bytes)
         return PBFT_REQ_FULL;
@@ -2430,7 +2471,13 @@ static int accept_tx(pbft_replica *r, const uint8_t *p, size_t n, bool pre, bool
     uint8_t *c = dup_bytes(r, p, n);
     if (c == NULL)
         return PBFT_REQ_FULL;
+    /* In a block in flight already: held from now on, but not proposed again unless a
+     * NEW-VIEW drops that block (install_newview clears inblock). */
+    bool inblock = known != NULL;
+    if (inblock)
+        tx_remove(r, known);
     struct txent *e = tx_insert(r, &h);
+    e->inblock = inblock;
     e->state = TX_HELD;
     e->tx = c;
     e->n = (uint32_t)n;
@@ -2635,8 +2682,16 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
     persist_meta(r);
     if (o->min_s > r->h && o->proof.p != NULL)
         make_stable(r, o->min_s, &o->min_d, o->proof.p, o->proof.n);
-    for (uint32_t i = 0; i < r->tx_cap; i++)
+    /* The blocks in flight are the O set's now: forget the old ones' transactions. Removal
+     * shifts a later entry into slot i, so i is looked at again. */
+    for (uint32_t i = 0; i < r->tx_cap;) {
+        if (r->tx[i].state == TX_INFLIGHT) {
+            tx_remove(r, &r->tx[i]);
+            continue;
+        }
         r->tx[i].inblock = false;
+        i++;
+    }
     /* Committed blocks not executed yet still carry their transactions: the new primary
      * must not propose those again (found by the simulator, seed 4000014). The O set's
      * blocks are marked as their pre-prepares are installed below. */
@@ -2744,6 +2799,68 @@ static void install_newview(pbft_replica *r, const struct ocalc *o, const pbft_s
     try_execute(r);
 }
 
+/* byz_forge_newview: a Byzantine new primary (the PBFT_BYZ_NEWVIEW_* modes) forges the O
+ * set, the VIEW-CHANGE list or the view of the NEW-VIEW it is about to build. It installs the
+ * forgery itself, so its own votes back its claim, which is the strongest form of the lie.
+ * Each forgery is one that on_newview must refuse; a forgery that has nothing to act on (no
+ * prepared certificate to omit) leaves the NEW-VIEW honest and is not counted. */
+static void byz_forge_newview(pbft_replica *r, struct ocalc *o, pbft_span *vcs, uint16_t *nvc,
+                              uint64_t *claim_view)
+{
+    pbft_byz *b = r->byz;
+    if (b == NULL || !b->active || !pbft_byz_forges_newview(b->c.mode))
+        return;
+    uint64_t span = o->max_s - o->min_s, prep = NONE, null = NONE;
+    for (uint64_t i = 0; i < span; i++) {
+        if (o->has[i] && prep == NONE)
+            prep = i;
+        if (!o->has[i] && null == NONE)
+            null = i;
+    }
+    switch (b->c.mode) {
+    case PBFT_BYZ_NEWVIEW_OMIT:
+        if (prep == NONE)
+            return;
+        o->has[prep] = false; /* the null request takes its place */
+        break;
+    case PBFT_BYZ_NEWVIEW_DIGEST:
+        if (prep == NONE)
+            return;
+        o->best_d[prep].b[0] ^= 0x5a;
+        break;
+    case PBFT_BYZ_NEWVIEW_INVENT: {
+        uint64_t i = null != NONE ? null : span;
+        pbft_span nb;
+        pbft_digest d;
+        if (i >= r->c.window || !null_block(r, o->min_s + 1 + i, r->view, &nb, &d))
+            return;
+        if (i == span)
+            o->max_s++;
+        d.b[31] ^= 0x01; /* not the null request: a block no VIEW-CHANGE prepared */
+        o->has[i] = true;
+        o->best_view[i] = r->view;
+        o->best_d[i] = d;
+        break;
+    }
+    case PBFT_BYZ_NEWVIEW_FEW:
+        if (*nvc == 0)
+            return;
+        (*nvc)--;
+        break;
+    case PBFT_BYZ_NEWVIEW_DUP:
+        if (*nvc < 2)
+            return;
+        vcs[*nvc - 1] = vcs[0];
+        break;
+    case PBFT_BYZ_NEWVIEW_VIEW:
+        *claim_view = r->view + r->c.n; /* the next view whose primary it is too */
+        break;
+    default:
+        return;
+    }
+    b->actions++;
+}
+
 /* make_newview: the primary of `view` holds 2f+1 VIEW-CHANGEs for it [OSDI §4.4]. */
 static void make_newview(pbft_replica *r)
 {
@@ -2769,8 +2886,10 @@ static void make_newview(pbft_replica *r)
         trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW: cannot compute O");
         goto done;
     }
+    uint64_t claim_view = r->view;
+    byz_forge_newview(r, &o, vcs, &nvc, &claim_view);
 
-    pbft_put_u64(&body, r->view);
+    pbft_put_u64(&body, claim_view);
     pbft_put_u16(&body, nvc);
     for (uint16_t i = 0; i < nvc; i++)
         pbft_put_elem(&body, vcs[i].p, vcs[i].n);
@@ -2984,8 +3103,13 @@ static void on_viewchange(pbft_replica *r, const pbft_env *e)
 static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame, size_t fn)
 {
     pbft_newview nv;
-    if (pbft_newview_decode(e->body, &nv) != PBFT_OK) {
+    int drc = pbft_newview_decode(e->body, &nv);
+    if (drc != PBFT_OK) {
+        /* a repeated or unordered VIEW-CHANGE list lands here too (strictly ascending
+         * senders), as do lists longer than n */
         drop(r, PBFT_DROP_MALFORMED);
+        trace(r, PBFT_TRACE_REJECT, r->view, 0, -1, "NEW-VIEW from %u does not decode: %s",
+              e->sender, pbft_strerror(drc));
         return;
     }
     if (e->sender != primary_of(r, nv.view)) {
@@ -2998,6 +3122,9 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
     }
     if (nv.vcs.count < r->q) {
         drop(r, PBFT_DROP_BAD_NEWVIEW);
+        trace(r, PBFT_TRACE_REJECT, nv.view, 0, -1,
+              "NEW-VIEW from %u carries %u VIEW-CHANGEs, fewer than 2f+1 = %u", e->sender,
+              nv.vcs.count, r->q);
         return;
     }
     /* Check V: 2f+1 valid VIEW-CHANGEs for this view from distinct replicas (the list is
@@ -3013,6 +3140,9 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
             ve.sender >= r->c.n || pbft_viewchange_decode(ve.body, &vc) != PBFT_OK ||
             vc.new_view != nv.view) {
             drop(r, PBFT_DROP_BAD_NEWVIEW);
+            trace(r, PBFT_TRACE_REJECT, nv.view, 0, -1,
+                  "NEW-VIEW from %u for view %llu: a VIEW-CHANGE in it is not one for that view",
+                  e->sender, (unsigned long long)nv.view);
             return;
         }
         struct vcent *known = &r->vcs[ve.sender];
@@ -3034,12 +3164,16 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
         drop(r, PBFT_DROP_LIMIT);
         goto done;
     }
-    if (!compute_o(r, vcs, nvc, &o) || nv.pps.count != o.max_s - o.min_s) {
+    bool skip = r->unsafe_skip_nv_check; /* the negative control only */
+    if (!compute_o(r, vcs, nvc, &o) || nv.pps.count > r->c.window ||
+        (!skip && nv.pps.count != o.max_s - o.min_s)) {
         drop(r, PBFT_DROP_BAD_NEWVIEW);
         trace(r, PBFT_TRACE_REJECT, nv.view, 0, -1, "NEW-VIEW from %u: O has %u entries, want %llu",
               e->sender, nv.pps.count, (unsigned long long)(o.max_s - o.min_s));
         goto done;
     }
+    if (skip)
+        o.max_s = o.min_s + nv.pps.count;
     /* Recompute O and compare: a NEW-VIEW that omits or alters a prepared certificate, or
      * invents a request where a null one belongs, is rejected [OSDI §4.4]. */
     off = 0;
@@ -3052,12 +3186,19 @@ static void on_newview(pbft_replica *r, const pbft_env *e, const uint8_t *frame,
             pbft_vote_decode(pe.body, &v) != PBFT_OK || pe.sender != e->sender ||
             v.view != nv.view || v.seq != seq) {
             drop(r, PBFT_DROP_BAD_NEWVIEW);
+            trace(r, PBFT_TRACE_REJECT, nv.view, seq, -1,
+                  "NEW-VIEW from %u: its O entry for seq %llu is not the primary's PRE-PREPARE "
+                  "for (view %llu, seq %llu)",
+                  e->sender, (unsigned long long)seq, (unsigned long long)nv.view,
+                  (unsigned long long)seq);
             goto done;
         }
         uint64_t idx = seq - o.min_s - 1;
         pbft_digest want;
         pbft_span nb;
-        if (o.has[idx])
+        if (skip)
+            want = v.d;
+        else if (o.has[idx])
             want = o.best_d[idx];
         else if (!null_block(r, seq, nv.view, &nb, &want)) {
             drop(r, PBFT_DROP_LIMIT);
@@ -3715,10 +3856,11 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->serve_used = r_calloc(r, c->n, sizeof *r->serve_used);
     r->vcs = r_calloc(r, c->n, sizeof *r->vcs);
     r->chain_ring = r_calloc(r, c->window, sizeof *r->chain_ring);
-    /* The pool holds max_pending_txs held entries plus as many committed hashes; keep the
-     * load factor at or below one half. */
+    /* The pool holds max_pending_txs held entries plus as many committed hashes and as many
+     * in flight; keep the load factor at or below one half. */
     r->done_cap = c->max_pending_txs;
-    uint64_t need = 2 * ((uint64_t)c->max_pending_txs + r->done_cap);
+    r->inflight_cap = c->max_pending_txs;
+    uint64_t need = 2 * ((uint64_t)c->max_pending_txs + r->done_cap + r->inflight_cap);
     r->tx_cap = 16;
     while (r->tx_cap < need)
         r->tx_cap *= 2;
@@ -3948,6 +4090,11 @@ void pbft_replica_set_alloc_fault(pbft_replica *r, pbft_alloc_fault_fn fn, void 
 {
     r->alloc_fault = fn;
     r->alloc_fault_ctx = ctx;
+}
+
+void pbft_replica_unsafe_skip_newview_check(pbft_replica *r, bool skip)
+{
+    r->unsafe_skip_nv_check = skip;
 }
 
 int pbft_replica_start(pbft_replica *r, uint64_t now_ms, pbft_output **out)

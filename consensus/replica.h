@@ -272,6 +272,11 @@ void pbft_replica_set_out_limits(pbft_replica *r, const pbft_out_limits *lim);
 typedef bool (*pbft_alloc_fault_fn)(void *ctx);
 void pbft_replica_set_alloc_fault(pbft_replica *r, pbft_alloc_fault_fn fn, void *ctx);
 
+/* The negative control of the NEW-VIEW check (simulator only; pbftd never calls it): a
+ * replica with the check off takes a NEW-VIEW's O set as sent, without recomputing it from
+ * the VIEW-CHANGEs [OSDI §4.4]. The VIEW-CHANGEs themselves are still verified. */
+void pbft_replica_unsafe_skip_newview_check(pbft_replica *r, bool skip);
+
 /* pbft_frame_preverify checks what PBFT_EV_MESSAGE's preverified flag promises: the frame
  * decodes, its sender is a validator, its signature holds, and for a PRE-PREPARE every
  * transaction in the attached block verifies. Pure and thread-safe: pbftd runs it in workers.

@@ -479,6 +479,21 @@ static void release_frame(void *item)
     free(((struct qev *)item)->p);
 }
 
+/* request_used_up: a peer's REQUEST whose nonce is below the sender's durable nonce carries a
+ * transaction that executed already (or can only fail). The core forgets committed hashes
+ * across a restart, so without this a primary could propose such a re-sent copy again in a
+ * new block (issue 12, "one transaction, one block"); node_submit refuses clients' copies
+ * the same way. */
+static bool request_used_up(node *n, const pbft_env *env)
+{
+    pbft_span tx;
+    pbft_tx t;
+    uint64_t bal, used;
+    return pbft_request_decode(env->body, &tx) == PBFT_OK &&
+           pbft_tx_decode(tx.p, tx.n, &t) == PBFT_OK &&
+           node_account(n, t.sender, &bal, &used) == STORE_OK && t.nonce < used;
+}
+
 static void *worker_main(void *arg)
 {
     node *n = arg;
@@ -527,12 +542,16 @@ static void *worker_main(void *arg)
             why = PBFT_DROP_SELF + 1;
         else
             why = pbft_frame_preverify_cached(&n->pc, e.p, e.n, &n->txcache);
+        if (why == 0 && env.type == PBFT_MSG_REQUEST && request_used_up(n, &env))
+            why = PBFT_DROP_STALE + 1;
         if (why == PBFT_DROP_MALFORMED + 1 || why == PBFT_DROP_UNKNOWN_SENDER + 1 ||
-            why == PBFT_DROP_SELF + 1 || why == PBFT_DROP_BAD_SIGNATURE + 1) {
+            why == PBFT_DROP_SELF + 1 || why == PBFT_DROP_BAD_SIGNATURE + 1 ||
+            why == PBFT_DROP_STALE + 1) {
             __atomic_fetch_add(&n->pre_drops[why - 1], 1, __ATOMIC_RELAXED);
             pthread_mutex_lock(&n->mu);
             n->frame_bytes -= e.n;
-            worker_done(n, low, e.conn, -1);
+            /* a used-up REQUEST verified: an honest peer forwards a client's late copy */
+            worker_done(n, low, e.conn, why == PBFT_DROP_STALE + 1 ? 1 : -1);
             order_done(n->ord, e.tag, NULL, to_loop, n);
             pthread_mutex_unlock(&n->mu);
             free(e.p);

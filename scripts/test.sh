@@ -8,7 +8,8 @@
 #   scripts/test.sh --long     all three, longer: 10,000 random simulator seeds at n=4 and
 #                              at n=7 (2,000 and 1,000 by default), 500 at n=13 (100), 1,000
 #                              with power cuts and with allocation faults (200), 15 loaded
-#                              stops (6), fuzzing 120 s a target (10), and the sanitizer
+#                              stops (6), all six NEW-VIEW forgeries in real processes
+#                              (2), fuzzing 120 s a target (10), and the sanitizer
 #                              pass at full size (PBFT_IT_SMALL off: every Byzantine mode,
 #                              the namespace hosts, 6 stops, 30 kills, 20,000 transfers)
 #   scripts/test.sh --help
@@ -49,19 +50,22 @@ seeds_medium=1000
 seeds_large=100
 fuzz_s=10
 it_small=ON
+newview_modes="newview-omit;newview-wrong-view"
 if [ "$long" -eq 1 ]; then
     seeds_small=10000
     seeds_medium=10000
     seeds_large=500
     fuzz_s=120
     it_small=OFF
+    newview_modes="newview-omit;newview-digest;newview-invent;newview-few;newview-dup;newview-wrong-view"
     export STOP_ROUNDS=15
 fi
 
 echo "==> pass 1: optimised build (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPBFT_SANITIZE=OFF \
     -DPBFT_SIM_SEEDS_SMALL=$seeds_small -DPBFT_SIM_SEEDS_MEDIUM=$seeds_medium \
-    -DPBFT_SIM_SEEDS_LARGE=$seeds_large -DPBFT_IT_SMALL=OFF >/dev/null
+    -DPBFT_SIM_SEEDS_LARGE=$seeds_large -DPBFT_IT_SMALL=OFF \
+    "-DPBFT_NEWVIEW_IT_MODES=$newview_modes" >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 

@@ -2,27 +2,30 @@
 # The view-change scenario runner: a fault under steady load, measured (issue 5).
 #
 #   scripts/viewchange.sh --fault KIND [--n N] [--duration S] [--at S] [--rate TX_PER_S]
-#                         [--target primary|backup] [--out DIR] [--base-port P] [--bin DIR]
+#                         [--target primary|backup|next-primary] [--out DIR] [--base-port P]
+#                         [--bin DIR]
 #                         [--kill-primary] [--wipe-backup] [--msg-log]
 #
 # Starts an N-replica network (4 by default; 7 and 10 work) from a Release build (or the
 # binaries in --bin DIR, as the tests do), on ports P.. and P+100.. (P = 27000), drives
 # it with pre-signed transfers at a steady rate through JSON-RPC on the honest replicas,
 # and AT seconds after the load flows injects a fault into the target: by default the
-# current primary (replica 0 in view 0), with --target backup replica N-1. KIND:
+# current primary (replica 0 in view 0), with --target backup replica N-1, with
+# --target next-primary replica 1 (the primary of view 1). KIND:
 #   none          no fault: the baseline
 #   kill          kill -9 of the target
 #   silent, slow, equivocate, flood, wrong-digest, bad-signature, replay, conflict-vc,
-#   mutate, censor, selective, bogus-state, crash
+#   mutate, censor, selective, bogus-state, crash, newview-omit, newview-digest,
+#   newview-invent, newview-few, newview-dup, newview-wrong-view
 #                 the target runs that pbftd --byzantine mode (docs/operations.md), armed
 #                 from the start and turned on by SIGUSR1 at the fault (slow = slow-primary,
 #                 holding each pre-prepare 1900 ms, just under the 2000 ms view timeout)
 #   twins         a second pbftd with the target's key and identity starts at the fault;
 #                 the honest replicas dial both (p2p.twin_dial), so each of their messages
 #                 reaches one twin or the other
-# --kill-primary (with --target backup, n >= 7 so that two faults stay within f): the
-# primary is also killed at the fault, so modes that act in view changes (replay,
-# conflict-vc) have one to act in.
+# --kill-primary (with --target backup or next-primary, n >= 7 so that two faults stay
+# within f): the primary is also killed at the fault, so modes that act in view changes
+# (replay, conflict-vc; the newview-* forgeries of the next primary) have one to act in.
 # --wipe-backup (with --target backup, n >= 7): honest replica 1 is also killed at the
 # fault, its data deleted, and restarted, so it catches up by state transfer while the
 # target answers (bogus-state has requests to corrupt). It stays counted as honest.
@@ -78,17 +81,21 @@ done
 die() { echo "viewchange.sh: $*" >&2; exit 2; }
 [ -n "$fault" ] || die "--fault KIND is required (try --help)"
 case "$n" in 4 | 7 | 10 | 13) ;; *) die "--n must be 4, 7, 10 or 13" ;; esac
-case "$target" in primary | backup) ;; *) die "--target must be primary or backup" ;; esac
+case "$target" in primary | backup | next-primary) ;; *) die "--target must be primary, backup or next-primary" ;; esac
 [ "$duration" -gt "$at" ] 2>/dev/null || die "--duration must be more than --at"
-if [ $((kill_primary + wipe_backup)) -gt 0 ] && { [ "$target" != backup ] || [ "$n" -lt 7 ]; }; then
-    die "--kill-primary and --wipe-backup need --target backup and --n 7 or more (two faults)"
+if [ $((kill_primary + wipe_backup)) -gt 0 ] && { [ "$target" = primary ] || [ "$n" -lt 7 ]; }; then
+    die "--kill-primary and --wipe-backup need --target backup or next-primary and --n 7 or more (two faults)"
+fi
+if [ "$wipe_backup" -eq 1 ] && [ "$target" = next-primary ]; then
+    die "--wipe-backup wipes replica 1: use --target backup"
 fi
 mode=""
 case "$fault" in
 none | kill | twins) ;;
 slow) mode="slow-primary:1900" ;;
 silent | equivocate | flood | wrong-digest | bad-signature | replay | conflict-vc | mutate | \
-    censor | selective | bogus-state | crash) mode="$fault" ;;
+    censor | selective | bogus-state | crash | newview-omit | newview-digest | newview-invent | \
+    newview-few | newview-dup | newview-wrong-view) mode="$fault" ;;
 *) die "unknown --fault '$fault' (try --help)" ;;
 esac
 if [ -z "$rate" ]; then
@@ -121,7 +128,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "$target" = primary ]; then t=0; else t=$((n - 1)); fi
+case "$target" in primary) t=0 ;; next-primary) t=1 ;; *) t=$((n - 1)) ;; esac
 honest=()
 for i in $(seq 0 $((n - 1))); do
     [ "$i" -eq "$t" ] || { [ "$kill_primary" -eq 1 ] && [ "$i" -eq 0 ]; } || honest+=("$i")

@@ -4,7 +4,8 @@
 # runs scripts/viewchange.sh --fault MODE on a 4-replica network with this build's binaries
 # (replay and conflict-vc, which act in view changes: a Byzantine backup of 7 replicas while
 # the primary is killed; bogus-state: one while an honest replica is wiped and catches up by
-# state transfer) and asserts
+# state transfer; the newview-* forgeries: the next primary, replica 1 of 7, while the
+# primary is killed, so that it builds the NEW-VIEW of view 1) and asserts
 #   - safety: every honest replica has the same block digest at every height (the
 #     scenario's digest check);
 #   - liveness: every transaction commits at every honest replica, each within 15 s of its
@@ -31,6 +32,13 @@ replay | conflict-vc)
 equivocate)
     # The audit log of received messages must convict it (the check of crash_consistency.sh).
     extra=(--msg-log)
+    ;;
+newview-*)
+    # A forger of NEW-VIEWs acts when it is the new primary: replica 1 of 7 while the
+    # primary of view 0 is killed. Honest replicas refuse its NEW-VIEW, and view 2 takes over.
+    n=7
+    target=next-primary
+    extra=(--kill-primary)
     ;;
 bogus-state)
     # It acts in state transfer: a Byzantine backup of n=7 while an honest replica, wiped,
@@ -60,9 +68,10 @@ sub=$(key submitted)
 # replay and conflict-vc kill the primary under load and act in the view change: an honest
 # NEW-VIEW too can null a slot that was not prepared while a later one was, and then the
 # same happens (1 round in 10 of scripts/stress-tests.sh with 2 hogs: 44 of 1,216 failed
-# bad_nonce after two view changes). Issue 14's nonce rules make these strict again.
+# bad_nonce after two view changes). The newview-* forgeries kill the primary the same way.
+# Issue 14's nonce rules make these strict again.
 case "$mode" in
-mutate | twins | replay | conflict-vc)
+mutate | twins | replay | conflict-vc | newview-*)
     log "receipts: $(key receipts_ok) ok, $(key receipts_failed) failed (reordered)"
     ;;
 *)
@@ -72,7 +81,7 @@ mutate | twins | replay | conflict-vc)
 esac
 awk -v l="$(key latency_max_s)" 'BEGIN { exit !(l <= 15) }' ||
     fail "liveness: a transaction took $(key latency_max_s) s to commit (bound 15 s)"
-if [ "$target" = primary ]; then t=0; else t=$((n - 1)); fi
+case "$target" in primary) t=0 ;; next-primary) t=1 ;; *) t=$((n - 1)) ;; esac
 ev="$out/events-node$t.jsonl"
 case "$mode" in
 none) [ "$(key views_changed)" -eq 0 ] || fail "a correct primary was replaced without a fault" ;;
@@ -101,6 +110,18 @@ equivocate)
             fail "the received-message audit did not convict the primary: $(cat "$DIR/eq.json")"
         log "audit: $(cat "$DIR/eq.json")"
     fi
+    ;;
+newview-*)
+    grep -q '"event":"byzantine_action"' "$ev" || fail "the forger never forged a NEW-VIEW"
+    # Every honest replica refused it: a repeated VIEW-CHANGE fails the codec (malformed),
+    # every other forgery the recomputation of O (bad_newview).
+    reason=bad_newview
+    [ "$mode" = newview-dup ] && reason=malformed
+    for i in $(seq 2 $((n - 1))); do
+        awk -v r="pbft_dropped_messages_total{reason=\"$reason\"}" '$1 == r && $2 > 0 { ok = 1 }
+            END { exit !ok }' "$out/metrics-node$i.txt" ||
+            fail "honest node$i did not refuse the forged NEW-VIEW ($reason)"
+    done
     ;;
 *) grep -q '"event":"byzantine_action"' "$ev" || fail "the adversary never acted" ;;
 esac

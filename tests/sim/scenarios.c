@@ -84,7 +84,10 @@ void sim_random_options(uint16_t n, uint64_t seed, sim_options *o, sim_random_pl
     p->byz_percent = (uint32_t)sim_rng_range(&g, 20, 80);
     for (int i = 0; i < b; i++) {
         p->byz_node[p->n_byz] = ids[i];
-        p->byz_mode[p->n_byz] = (int)sim_rng_range(&g, 1, PBFT_BYZ__COUNT - 1);
+        /* Drawn from the modes before the NEW-VIEW forgers, so that every seed replays the
+         * plan it had when its bug was found; the forgers have their own seed ranges
+         * (newview-forgers-random). */
+        p->byz_mode[p->n_byz] = (int)sim_rng_range(&g, 1, PBFT_BYZ_BOGUS_STATE);
         p->n_byz++;
     }
     for (int i = 0; i < c; i++) {
@@ -925,6 +928,320 @@ static int sc_lost_records_unsafe_detected(uint64_t seed, bool verbose)
     return rc;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * newview-*: a Byzantine new primary forges its NEW-VIEW (consensus/byz.h, the
+ * PBFT_BYZ_NEWVIEW_* modes) [OSDI §4.4]. n = 4; replica 1, primary of view 1, is the forger
+ * (honest until it builds the NEW-VIEW). View 0 is made to leave prepared certificates and
+ * a hole behind: no PREPARE of view 0 for seq 2 is delivered (so O has a null slot there),
+ * and view 0's COMMITs reach replica 2 only (it commits and executes seq 1; the others
+ * stall). Their request timers move everyone to view 1. Every honest replica must refuse
+ * the forgery (counted by its reason), view 2's honest primary takes over, seq 1 commits
+ * everywhere with its view-0 digest, and the run is safe and live, over 4 seeds.
+ *
+ * newview-unchecked-omit-detected is the negative control: the backups' check is off, so
+ * they take the forged O as sent; seq 1, executed by replica 2 in view 0, is nulled in view
+ * 1 at the others, and the checker must report the agreement violation.
+ * -------------------------------------------------------------------------------------*/
+typedef struct {
+    bool have1;
+    pbft_digest d1; /* seq 1's digest in view 0 */
+    bool isolate2;  /* negative control: cut replica 2 off once it executed seq 1 */
+    bool cut;
+} nvf_ctx;
+
+/* nvf_hook: replica 2 would serve its certified block 1 to the others by state transfer,
+ * which repairs the forgery's damage before the checker sees it; the negative control cuts
+ * replica 2 off so that the forged view is all the others hear. */
+static void nvf_hook(void *ctx, sim *s)
+{
+    nvf_ctx *c = ctx;
+    if (!c->isolate2 || c->cut || sim_node_height(s, 2) < 1)
+        return;
+    c->cut = true;
+    for (int j = 0; j < 4; j++)
+        if (j != 2) {
+            sim_set_link(s, 2, j, false);
+            sim_set_link(s, j, 2, false);
+        }
+}
+
+static bool nvf_filter(void *ctx, sim *s, int from, int to, const uint8_t *p, size_t n)
+{
+    (void)from;
+    nvf_ctx *c = ctx;
+    if (n < 2 || (p[1] != PBFT_MSG_PREPARE && p[1] != PBFT_MSG_COMMIT))
+        return true;
+    pbft_env e;
+    pbft_vote v;
+    if (pbft_frame_decode(p, n, &e) != PBFT_OK || pbft_vote_decode(e.body, &v) != PBFT_OK ||
+        v.view != 0)
+        return true;
+    if (v.seq == 1 && !c->have1) {
+        c->have1 = true;
+        c->d1 = v.d;
+    }
+    if (p[1] == PBFT_MSG_PREPARE)
+        return v.seq != 2;
+    return sim_node_id(s, to) == 2;
+}
+
+/* newview_run runs one forgery; returns 0 if live (or the violation's class, or -1 if it
+ * stopped); refused gets the honest replicas' drops for `reason`, actions the forger's. */
+static int newview_run(uint64_t seed, bool verbose, int mode, bool unchecked, bool isolate,
+                       int reason, uint64_t *refused, uint64_t *actions, nvf_ctx *c, char *why,
+                       size_t cap)
+{
+    sim_options o;
+    sim_options_defaults(&o, 4, seed);
+    o.verbose = verbose;
+    o.txs_total = 16;
+    o.submit_end_ms = 1500;
+    o.heal_ms = 1500;
+    o.unsafe_skip_newview_check = unchecked;
+    o.filter = nvf_filter;
+    o.hook = nvf_hook;
+    o.ctx = c;
+    c->isolate2 = isolate;
+    if (isolate)
+        o.heal_ms = 20000; /* the cut stays while the checker watches */
+    sim *s = make_sim(&o, "newview");
+    if (!s)
+        return -1;
+    if (sim_set_byz(s, 1, mode, 0, 0) != 0) {
+        sim_free(s);
+        return -1;
+    }
+    int st = sim_run(s);
+    *refused = UINT64_MAX; /* the fewest refusals of any honest replica */
+    for (int i = 0; i < 4; i++) {
+        pbft_stats ns;
+        sim_node_stats(s, i, &ns);
+        if (i != 1 && ns.drops[reason] < *refused)
+            *refused = ns.drops[reason];
+    }
+    sim_totals tot;
+    sim_get_totals(s, &tot);
+    *actions = tot.byz_actions;
+    int rc = st == SIM_LIVE ? 0 : st == SIM_VIOLATION ? sim_violation_class(s) : -1;
+    snprintf(why, cap, "%s",
+             st == SIM_VIOLATION ? sim_violation(s)
+             : st == SIM_LIVE    ? "live"
+                                 : "stopped");
+    /* Every honest replica holds seq 1 with its view-0 digest (it was prepared there). */
+    for (int i = 0; rc == 0 && i < 4; i++) {
+        pbft_digest d;
+        uint64_t view;
+        if (i == 1)
+            continue;
+        if (!c->have1 || !sim_node_block(s, i, 1, &d, &view, NULL) ||
+            memcmp(d.b, c->d1.b, 32) != 0) {
+            snprintf(why, cap, "replica %d does not hold seq 1 with its view-0 digest", i);
+            rc = -1;
+        }
+        const pbft_replica *r = sim_node_replica(s, i);
+        if (rc == 0 && !(isolate && i == 2) && (r == NULL || pbft_replica_view(r) < 2)) {
+            snprintf(why, cap, "replica %d is below view 2: it took the forged view 1", i);
+            rc = -1;
+        }
+    }
+    sim_free(s);
+    return rc;
+}
+
+static int newview_scenario(const char *name, int mode, int reason, uint64_t seed, bool verbose)
+{
+    int rc = 0;
+    uint64_t refused = 0, actions = 0;
+    for (uint64_t k = 0; k < 4 && rc == 0; k++) {
+        nvf_ctx c = {0};
+        uint64_t ref = 0, act = 0;
+        char why[SIM_REASON_BYTES];
+        int r = newview_run(seed + k, verbose, mode, false, false, reason, &ref, &act, &c, why,
+                            sizeof why);
+        rc |= check(r == 0, name, why);
+        rc |= check(act > 0, name, "the new primary never forged its NEW-VIEW");
+        rc |= check(ref >= 1, name, "an honest replica never refused the forged NEW-VIEW");
+        refused += ref;
+        actions += act;
+    }
+    if (rc == 0)
+        printf("ok scenario %s: 4 runs, %" PRIu64 " forgeries, %" PRIu64
+               " refusals (%s) at the replica that refused least, view 2 took over, seq 1 kept "
+               "its prepared digest\n",
+               name, actions, refused, pbft_drop_name(reason));
+    return rc;
+}
+
+static int sc_newview_omit(uint64_t seed, bool verbose)
+{
+    return newview_scenario("newview-omit-refused", PBFT_BYZ_NEWVIEW_OMIT, PBFT_DROP_BAD_NEWVIEW,
+                            seed, verbose);
+}
+static int sc_newview_digest(uint64_t seed, bool verbose)
+{
+    return newview_scenario("newview-digest-refused", PBFT_BYZ_NEWVIEW_DIGEST,
+                            PBFT_DROP_BAD_NEWVIEW, seed, verbose);
+}
+static int sc_newview_invent(uint64_t seed, bool verbose)
+{
+    return newview_scenario("newview-invent-refused", PBFT_BYZ_NEWVIEW_INVENT,
+                            PBFT_DROP_BAD_NEWVIEW, seed, verbose);
+}
+static int sc_newview_few(uint64_t seed, bool verbose)
+{
+    return newview_scenario("newview-few-vcs-refused", PBFT_BYZ_NEWVIEW_FEW, PBFT_DROP_BAD_NEWVIEW,
+                            seed, verbose);
+}
+static int sc_newview_dup(uint64_t seed, bool verbose)
+{
+    /* A repeated VIEW-CHANGE breaks the list's strictly ascending senders: the codec. */
+    return newview_scenario("newview-dup-vcs-refused", PBFT_BYZ_NEWVIEW_DUP, PBFT_DROP_MALFORMED,
+                            seed, verbose);
+}
+static int sc_newview_wrong_view(uint64_t seed, bool verbose)
+{
+    return newview_scenario("newview-wrong-view-refused", PBFT_BYZ_NEWVIEW_VIEW,
+                            PBFT_DROP_BAD_NEWVIEW, seed, verbose);
+}
+
+static int sc_newview_unchecked_detected(uint64_t seed, bool verbose)
+{
+    const char *name = "newview-unchecked-omit-detected";
+    nvf_ctx c = {0};
+    uint64_t ref = 0, act = 0;
+    char why[SIM_REASON_BYTES];
+    /* The same run with the check on is safe and live (replica 2 rejoins after the heal). */
+    int r = newview_run(seed, verbose, PBFT_BYZ_NEWVIEW_OMIT, false, true, PBFT_DROP_BAD_NEWVIEW,
+                        &ref, &act, &c, why, sizeof why);
+    int rc = check(r == 0, name, why);
+    memset(&c, 0, sizeof c);
+    r = newview_run(seed, verbose, PBFT_BYZ_NEWVIEW_OMIT, true, true, PBFT_DROP_BAD_NEWVIEW, &ref,
+                    &act, &c, why, sizeof why);
+    rc |= check(r == SIM_V_AGREEMENT, name,
+                "backups that skip the NEW-VIEW check took an omitted certificate unnoticed");
+    if (rc == 0)
+        printf("ok scenario %s: the checker caught it: %s\n", name, why);
+    else
+        printf("  (the run ended: %s)\n", why);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * newview-forgers-random: the random fault runs (sim_random_options) with every Byzantine
+ * replica a NEW-VIEW forger, cycling through the six forgeries, and one forger added where
+ * the plan had none: 100 seeds at n = 4 and 50 at n = 7 must all be safe and live.
+ * -------------------------------------------------------------------------------------*/
+static int sc_newview_forgers_random(uint64_t seed, bool verbose)
+{
+    const char *name = "newview-forgers-random";
+    int rc = 0;
+    uint64_t actions = 0, runs = 0;
+    for (uint16_t n = 4; n <= 7 && rc == 0; n += 3) {
+        uint64_t count = n == 4 ? 100 : 50;
+        for (uint64_t k = 0; k < count && rc == 0; k++) {
+            uint64_t sd = seed * 1000 + n * 100000 + k;
+            sim_options o;
+            sim_random_plan p;
+            sim_random_options(n, sd, &o, &p);
+            o.verbose = verbose;
+            if (p.n_byz == 0 && p.n_crash < (n - 1) / 3) {
+                /* a replica the plan neither crashes nor already made Byzantine */
+                int node = (int)(sd % n);
+                for (int i = 0; i < p.n_crash; i++)
+                    if (p.crash_node[i] == node)
+                        node = (node + 1) % n;
+                for (int i = 0; i < p.n_crash; i++)
+                    if (p.crash_node[i] == node)
+                        node = -1;
+                if (node >= 0)
+                    p.byz_node[p.n_byz++] = node;
+            }
+            for (int i = 0; i < p.n_byz; i++)
+                p.byz_mode[i] = PBFT_BYZ_NEWVIEW_OMIT + (int)((sd + (uint64_t)i) % 6);
+            sim *s = make_sim(&o, name);
+            if (!s)
+                return 1;
+            if (sim_random_apply(s, &p) != 0) {
+                sim_free(s);
+                return check(false, name, "sim_random_apply");
+            }
+            sim_totals tot;
+            char why[SIM_REASON_BYTES];
+            int r = run_verdict(s, &tot, why, sizeof why);
+            if (r != 0) {
+                char desc[1024];
+                sim_random_describe(&o, &p, desc, sizeof desc);
+                printf("FAIL scenario %s: n=%u seed=%" PRIu64 ": %s\n  plan: %s\n", name, n, sd,
+                       why, desc);
+                rc = 1;
+            }
+            actions += tot.byz_actions;
+            runs++;
+        }
+    }
+    rc |= check(actions > 0, name, "no forger ever forged a NEW-VIEW");
+    if (rc == 0)
+        printf("ok scenario %s: %" PRIu64 " random runs (n = 4 and 7), %" PRIu64
+               " forgeries, all safe and live\n",
+               name, runs, actions);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * cluster-restart-one-block: every replica crashes at once, 6 times under load, and comes
+ * back from its records; clients re-send what has not committed. The blocks in flight at a
+ * crash are restored from the records and committed again, so a re-sent transaction is in
+ * one of them: an honest primary must not propose it again (issue 12, "one transaction,
+ * one block"; without the in-flight entries of consensus/replica.c the first run fails).
+ * The checker's validity rule fails the run on such a repeat; the run must also be live.
+ * -------------------------------------------------------------------------------------*/
+static int sc_cluster_restart_one_block(uint64_t seed, bool verbose)
+{
+    const char *name = "cluster-restart-one-block";
+    int rc = 0;
+    uint64_t crashes = 0, dups = 0;
+    for (uint64_t k = 0; k < 4 && rc == 0; k++) {
+        sim_options o;
+        sim_options_defaults(&o, 4, seed + k);
+        o.verbose = verbose;
+        o.txs_total = 300;
+        o.n_clients = 6;
+        o.submit_gap_min_ms = 20;
+        o.submit_gap_max_ms = 120;
+        o.submit_burst_max = 4;
+        o.client_retry_ms = 200; /* re-sends land while the restored blocks are in flight */
+        o.core.window = 32;
+        o.core.max_inflight = 32; /* the primary may propose while restored blocks wait */
+        o.core.max_block_txs = 2;
+        o.submit_end_ms = 8000;
+        o.heal_ms = 9000;
+        sim *s = make_sim(&o, name);
+        if (!s)
+            return 1;
+        sim_rng g;
+        sim_rng_seed(&g, sim_mix64(seed + k) ^ 0x636c75737465ull);
+        for (uint64_t t = 700; t + 600 < 8000; t += 900 + sim_rng_below(&g, 400)) {
+            for (int i = 0; i < 4; i++) {
+                sim_at_crash(s, t, i);
+                sim_at_restart(s, t + 50 + sim_rng_below(&g, 100), i);
+            }
+        }
+        sim_totals tot;
+        char why[SIM_REASON_BYTES];
+        int r = run_verdict(s, &tot, why, sizeof why);
+        rc |= check(r == 0, name, why);
+        rc |= check(tot.crashes >= 20, name, "fewer than 5 whole-cluster crashes landed");
+        crashes += tot.crashes;
+        dups += tot.dup_tx_commits;
+    }
+    if (rc == 0)
+        printf("ok scenario %s: 4 runs, %" PRIu64 " crashes (all four replicas at once), live, "
+               "no transaction proposed twice by an honest primary (%" PRIu64
+               " repeats in all, each a copy revived from an earlier view)\n",
+               name, crashes, dups);
+    return rc;
+}
+
 static const sim_scenario scenarios[] = {
     {"silent-primary", "replica 0 is silent: the others change view and commit everything",
      sc_silent_primary},
@@ -958,6 +1275,26 @@ static const sim_scenario scenarios[] = {
     {"lost-records-unsafe-detected",
      "a driver that loses records yet sends the votes: the checker must catch it",
      sc_lost_records_unsafe_detected},
+    {"newview-omit-refused",
+     "a new primary omits a prepared certificate from its NEW-VIEW: refused, view 2 takes over",
+     sc_newview_omit},
+    {"newview-digest-refused", "a new primary alters a prepared digest in its NEW-VIEW: refused",
+     sc_newview_digest},
+    {"newview-invent-refused", "a new primary invents a request at a null slot: refused",
+     sc_newview_invent},
+    {"newview-few-vcs-refused", "a NEW-VIEW with only 2f VIEW-CHANGEs: refused", sc_newview_few},
+    {"newview-dup-vcs-refused", "a NEW-VIEW that repeats a VIEW-CHANGE: refused", sc_newview_dup},
+    {"newview-wrong-view-refused", "a NEW-VIEW for a view its VIEW-CHANGEs do not name: refused",
+     sc_newview_wrong_view},
+    {"newview-unchecked-omit-detected",
+     "backups that skip the NEW-VIEW check take an omitted certificate: the checker must catch it",
+     sc_newview_unchecked_detected},
+    {"newview-forgers-random",
+     "random fault runs with NEW-VIEW forgers as the Byzantine replicas: safe and live",
+     sc_newview_forgers_random},
+    {"cluster-restart-one-block",
+     "every replica crashes at once under load, clients re-send: no transaction in two blocks",
+     sc_cluster_restart_one_block},
     {"replay-determinism", "the same seed twice gives identical traces", sc_replay_determinism},
 };
 

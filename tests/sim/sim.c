@@ -195,7 +195,8 @@ typedef struct {
     /* Trace / accounting. */
     uint64_t last_view;
     bool last_ivc;
-    pbft_stats acc; /* stats of earlier incarnations */
+    pbft_stats acc;  /* stats of earlier incarnations */
+    struct sim *sim; /* back pointer, for the core's trace (verbose runs) */
 } sim_node;
 
 typedef struct {
@@ -205,6 +206,7 @@ typedef struct {
     uint32_t client;
     bool committed_any;    /* at some honest node */
     uint64_t first_height; /* where it was first committed by an honest node */
+    uint64_t first_view;   /* the view that block was proposed in (its header) */
 } sim_tx;
 
 typedef struct {
@@ -904,17 +906,37 @@ static void check_honest_commit(sim *s, int node, uint64_t h, const pbft_commit 
             own_ids = true;
         }
     }
+    pbft_block pb;
+    bool decoded = pbft_block_decode(c->block.p, c->block.n, &pb) == PBFT_OK;
+    bool honest_proposer = decoded && pb.proposer < s->o.n && s->nodes[pb.proposer].honest;
     for (uint32_t i = 0; i < nids; i++) {
         uint32_t id = ids[i];
         if (nd->txc[id]) {
             s->tot.dup_tx_commits++;
+            if (honest_proposer && pb.view >= s->txs[id].first_view) {
+                /* An honest primary never proposes a transaction committed or in a block in
+                 * flight (issue 12, "one transaction, one block"); a Byzantine one may. A
+                 * block proposed in an earlier view than the first copy's is PBFT's own
+                 * case: prepared in view v but missing from view v+1's NEW-VIEW, so view
+                 * v+1 proposed the transaction again, and a later NEW-VIEW revived the
+                 * view-v certificate; both commit (docs/protocol.md section 9). */
+                s->tot.dup_tx_honest++;
+                fail(s, SIM_V_VALIDITY,
+                     "node %d committed tx#%u again at height %llu (first at %llu), in a block "
+                     "proposed by honest replica %u",
+                     node, id, (unsigned long long)h, (unsigned long long)s->txs[id].first_height,
+                     pb.proposer);
+                break;
+            }
             trace(s, "duplicate: node %d committed tx#%u again at height %llu (first at %llu)",
                   node, id, (unsigned long long)h, (unsigned long long)s->txs[id].first_height);
         } else {
             nd->txc[id] = 1;
             nd->ntxc++;
-            if (!s->txs[id].committed_any)
+            if (!s->txs[id].committed_any) {
                 s->txs[id].first_height = h;
+                s->txs[id].first_view = decoded ? pb.view : 0;
+            }
             s->txs[id].committed_any = true;
         }
     }
@@ -1344,6 +1366,18 @@ static void process_output(sim *s, int node, pbft_output *out, int depth)
 /* ---------------------------------------------------------------------------------------
  * Lifecycle of replicas: create, crash, restart.
  * -------------------------------------------------------------------------------------*/
+/* core_trace: a verbose run prints the core's refusals and view-change milestones. */
+static void core_trace(void *ctx, int kind, uint64_t view, uint64_t seq, int arg, const char *text)
+{
+    (void)view;
+    (void)seq;
+    (void)arg;
+    sim_node *nd = ctx;
+    if (kind == PBFT_TRACE_REJECT || kind == PBFT_TRACE_NEW_VIEW_SENT ||
+        kind == PBFT_TRACE_NEW_VIEW_ACCEPTED)
+        trace(nd->sim, "core %u: %s", nd->id, text);
+}
+
 static int node_create(sim *s, int node, char *err, size_t errlen)
 {
     sim_node *nd = &s->nodes[node];
@@ -1355,6 +1389,9 @@ static int node_create(sim *s, int node, char *err, size_t errlen)
     if (nd->byz)
         pbft_replica_set_byz(nd->r, nd->byz);
     pbft_replica_set_alloc_fault(nd->r, alloc_fault_hook, nd);
+    pbft_replica_unsafe_skip_newview_check(nd->r, s->o.unsafe_skip_newview_check);
+    if (s->o.verbose)
+        pbft_replica_set_trace(nd->r, core_trace, nd);
     nd->alloc_left = 0;
     nd->alloc_fired = false;
     nd->timer_armed = false;
@@ -1702,6 +1739,7 @@ int sim_new(const sim_options *o, sim **out, char *err, size_t errlen)
     for (uint16_t i = 0; i < o->n; i++) {
         sim_node *nd = &s->nodes[i];
         nd->id = i;
+        nd->sim = s;
         nd->honest = true;
         nd->cfg = base;
         nd->cfg.id = i;
@@ -1769,6 +1807,7 @@ int sim_add_twin(sim *s, uint16_t id)
     sim_node *nd = &s->nodes[k];
     memset(nd, 0, sizeof *nd);
     nd->id = id;
+    nd->sim = s;
     nd->twin = 1;
     nd->honest = false;
     nd->cfg = s->nodes[id].cfg;

@@ -14,7 +14,9 @@
  * A checker runs after every processed event, over the honest nodes (not Byzantine, not
  * twins; crashed-then-restarted honest nodes are honest):
  *   agreement  one canonical digest per height; an honest commit of another digest fails;
- *   validity   every committed transaction decodes and was submitted by a simulated client;
+ *   validity   every committed transaction decodes and was submitted by a simulated client,
+ *              and no block an honest primary proposed repeats a transaction already
+ *              committed there (a Byzantine primary's may: the ledger refuses the copy);
  *   integrity  each durable chain grows by exactly one height, chain_hash(h) =
  *              pbft_chain_next(chain_hash(h-1), digest(h)), the committed block decodes and
  *              matches its digest and height, and the executed height never goes back
@@ -123,6 +125,10 @@ typedef struct {
      * records were lost (a persist that failed silently) whose votes were sent anyway. The
      * negative control of the "every vote leaves with its record" check. */
     bool unsafe_lose_records;
+    /* unsafe_skip_newview_check turns off every replica's recomputation of a NEW-VIEW's O
+     * set (pbft_replica_unsafe_skip_newview_check): the negative control of the NEW-VIEW
+     * forgery scenarios. */
+    bool unsafe_skip_newview_check;
 
     bool verbose; /* one trace line per interesting event, on stderr */
 
@@ -156,6 +162,8 @@ typedef struct {
     uint64_t commits;   /* blocks committed at honest nodes (all nodes counted) */
     uint64_t txs_committed;
     uint64_t dup_tx_commits; /* a transaction committed again at a node that had it */
+    uint64_t dup_tx_honest;  /* ... in a block an honest primary proposed knowing the first
+                                (a violation: see the checker's validity rule) */
     uint64_t view_changes;   /* sum of honest stats.view_changes (across restarts) */
     uint64_t vc_complaints;  /* of which: on f+1 complaints (primary monitoring) */
     uint64_t crashes;

@@ -62,6 +62,9 @@ struct net {
     uint8_t client_sk[64];
     uint8_t client_pk[32];
     uint64_t nonce;
+    bool drop_commits_v0; /* view 0's COMMITs are lost: view 0 leaves prepared certificates */
+    uint8_t *nv;          /* the first NEW-VIEW delivered (a copy) */
+    size_t nv_n;
     /* every distinct-ish frame delivered, kept for the mutation test */
     uint8_t *seen[512];
     size_t seen_n[512];
@@ -294,6 +297,7 @@ static void net_free(struct net *net)
     }
     for (size_t k = 0; k < net->nseen; k++)
         free(net->seen[k]);
+    free(net->nv);
     free(net->q);
     free(net);
 }
@@ -320,6 +324,21 @@ static bool run(struct net *net, uint64_t until, bool (*cond)(struct net *))
                 for (size_t b = 0; b < k.n && b < 80; b++)
                     fprintf(stderr, "%02x", k.p[b]);
                 fprintf(stderr, "\n");
+            }
+            if (k.n > 2 && (k.p[1] == PBFT_MSG_COMMIT || k.p[1] == PBFT_MSG_NEWVIEW)) {
+                pbft_env e;
+                pbft_vote v;
+                if (k.p[1] == PBFT_MSG_COMMIT && net->drop_commits_v0 &&
+                    pbft_frame_decode(k.p, k.n, &e) == PBFT_OK &&
+                    pbft_vote_decode(e.body, &v) == PBFT_OK && v.view == 0) {
+                    free(k.p);
+                    continue;
+                }
+                if (k.p[1] == PBFT_MSG_NEWVIEW && net->nv == NULL) {
+                    net->nv = malloc(k.n);
+                    memcpy(net->nv, k.p, k.n);
+                    net->nv_n = k.n;
+                }
             }
             if (net->nseen < 512 && k.n > 0) {
                 net->seen[net->nseen] = malloc(k.n);
@@ -1371,6 +1390,193 @@ static void test_replica_state_serving_budget_enforced(void **state)
 }
 
 /* Config validation names the offending key. */
+
+/* ------------------------------------------------------------------------------------------
+ * NEW-VIEW forgeries [OSDI §4.4]. Replica 1, primary of view 1, is a forger
+ * (consensus/byz.h, PBFT_BYZ_NEWVIEW_*); view 0's COMMITs are lost, so view 0 leaves a
+ * prepared certificate behind and the backups' request timers move everyone to view 1.
+ * Every honest replica must refuse the forged NEW-VIEW for its reason; view 2's primary
+ * then commits the prepared block.
+ * ----------------------------------------------------------------------------------------*/
+static int nv_reason;
+static bool honest_refused(struct net *net)
+{
+    for (int i = 0; i < net->n; i++)
+        if (i != 1 && pbft_replica_stats(net->nodes[i].r)->drops[nv_reason] == 0)
+            return false;
+    return true;
+}
+
+static bool honest_in_view2(struct net *net)
+{
+    for (int i = 0; i < net->n; i++)
+        if (i != 1 && (pbft_replica_view(net->nodes[i].r) < 2 ||
+                       pbft_replica_in_view_change(net->nodes[i].r) || net->nodes[i].height < 1))
+            return false;
+    return true;
+}
+
+static void forged_newview_refused(int mode, int reason)
+{
+    struct net *net = net_new(4, NULL);
+    pbft_byz_config bc = {.mode = mode, .seed = 7};
+    pbft_byz *b = NULL;
+    assert_int_equal(pbft_byz_new(&bc, &b), 0);
+    pbft_replica_set_byz(net->nodes[1].r, b);
+    net->drop_commits_v0 = true;
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    nv_reason = reason;
+    assert_true(run(net, 30000, honest_refused));
+    assert_true(pbft_byz_actions(b) >= 1);
+    for (int i = 0; i < 4; i++)
+        if (i != 1) /* nobody took the forged view 1 */
+            assert_false(pbft_replica_view(net->nodes[i].r) == 1 &&
+                         !pbft_replica_in_view_change(net->nodes[i].r));
+    assert_true(run(net, 120000, honest_in_view2));
+    assert_agreement(net);
+    net_free(net);
+    pbft_byz_free(b);
+}
+
+static void test_replica_newview_omitted_certificate_refused(void **state)
+{
+    (void)state;
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_OMIT, PBFT_DROP_BAD_NEWVIEW);
+}
+static void test_replica_newview_altered_digest_refused(void **state)
+{
+    (void)state;
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_DIGEST, PBFT_DROP_BAD_NEWVIEW);
+}
+static void test_replica_newview_invented_request_refused(void **state)
+{
+    (void)state; /* O has no null slot here: the forger adds one past max-s (a count mismatch) */
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_INVENT, PBFT_DROP_BAD_NEWVIEW);
+}
+static void test_replica_newview_too_few_viewchanges_refused(void **state)
+{
+    (void)state;
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_FEW, PBFT_DROP_BAD_NEWVIEW);
+}
+static void test_replica_newview_duplicate_viewchange_refused(void **state)
+{
+    (void)state; /* the list's senders must ascend strictly: the codec refuses it */
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_DUP, PBFT_DROP_MALFORMED);
+}
+static void test_replica_newview_wrong_view_refused(void **state)
+{
+    (void)state;
+    forged_newview_refused(PBFT_BYZ_NEWVIEW_VIEW, PBFT_DROP_BAD_NEWVIEW);
+}
+
+/* nv_resign rebuilds a NEW-VIEW from its parts and signs it as `sender`. */
+static void nv_resign(struct net *net, uint16_t sender, uint64_t view, const pbft_list *vcs,
+                      const pbft_span *pps, uint16_t npp, pbft_wbuf *w)
+{
+    pbft_wbuf body = {0};
+    pbft_wbuf_init(&body, PBFT_MAX_MSG_BYTES);
+    pbft_put_u64(&body, view);
+    pbft_put_u16(&body, vcs->count);
+    pbft_put_bytes(&body, vcs->region.p, vcs->region.n);
+    pbft_put_u16(&body, npp);
+    for (uint16_t i = 0; i < npp; i++)
+        pbft_put_elem(&body, pps[i].p, pps[i].n);
+    pbft_wbuf_reset(w);
+    size_t start = pbft_msg_begin(w, PBFT_MSG_NEWVIEW, sender);
+    pbft_put_bytes(w, body.p, body.len);
+    pbft_msg_end(w, start, chain_id(), net->sk[sender]);
+    pbft_put_attach(w, NULL, 0);
+    pbft_wbuf_free(&body);
+}
+
+static uint64_t feed_drops(struct net *net, int to, const uint8_t *p, size_t n, int reason)
+{
+    uint64_t before = pbft_replica_stats(net->nodes[to].r)->drops[reason];
+    pbft_event ev = {.kind = PBFT_EV_MESSAGE, .now_ms = net->now};
+    ev.u.msg.p = p;
+    ev.u.msg.n = n;
+    step(net, to, &ev);
+    return pbft_replica_stats(net->nodes[to].r)->drops[reason] - before;
+}
+
+static bool nv_captured_node3_waiting(struct net *net)
+{
+    return net->nv != NULL && pbft_replica_view(net->nodes[3].r) == 1 &&
+           pbft_replica_in_view_change(net->nodes[3].r);
+}
+
+/* The refusals the adversary modes do not reach, on hand-made NEW-VIEWs: a PRE-PREPARE in O
+ * for the wrong sequence number, a VIEW-CHANGE whose signature fails, a sender that is not
+ * the primary, a view already left; then the honest NEW-VIEW itself is taken. */
+static void test_replica_newview_handmade_refusals(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->drop_commits_v0 = true;
+    net->cut[1][3] = true; /* replica 3 never hears view 1's NEW-VIEW from its primary */
+    assert_int_equal(submit(net, 0), PBFT_REQ_ACCEPTED);
+    assert_true(run(net, 30000, nv_captured_node3_waiting));
+
+    pbft_env e;
+    pbft_newview nv;
+    assert_int_equal(pbft_frame_decode(net->nv, net->nv_n, &e), PBFT_OK);
+    assert_int_equal(pbft_newview_decode(e.body, &nv), PBFT_OK);
+    assert_int_equal(nv.view, 1);
+    pbft_span pps[8];
+    uint16_t npp = 0;
+    size_t off = 0;
+    while (npp < 8 && pbft_list_next(&nv.pps, &off, &pps[npp]))
+        npp++;
+    assert_true(npp >= 1); /* the prepared certificate of view 0 */
+    pbft_wbuf w = {0}, pw = {0};
+    pbft_wbuf_init(&w, PBFT_MAX_MSG_BYTES);
+    pbft_wbuf_init(&pw, PBFT_MAX_MSG_BYTES);
+
+    /* O's first PRE-PREPARE, re-signed by the primary for the next sequence number. */
+    pbft_env pe;
+    pbft_vote v;
+    assert_int_equal(pbft_signed_decode(pps[0].p, pps[0].n, PBFT_MSG_PREPREPARE, &pe), PBFT_OK);
+    assert_int_equal(pbft_vote_decode(pe.body, &v), PBFT_OK);
+    size_t start = pbft_msg_begin(&pw, PBFT_MSG_PREPREPARE, 1);
+    pbft_put_u64(&pw, v.view);
+    pbft_put_u64(&pw, v.seq + 1);
+    pbft_put_bytes(&pw, v.d.b, 32);
+    pbft_msg_end(&pw, start, chain_id(), net->sk[1]);
+    pbft_span orig = pps[0];
+    pps[0] = (pbft_span){pw.p, pw.len};
+    nv_resign(net, 1, 1, &nv.vcs, pps, npp, &w);
+    assert_int_equal(feed_drops(net, 3, w.p, w.len, PBFT_DROP_BAD_NEWVIEW), 1);
+    pps[0] = orig;
+
+    /* A VIEW-CHANGE inside with its last signature byte flipped. */
+    uint8_t *vcs_copy = malloc(nv.vcs.region.n);
+    memcpy(vcs_copy, nv.vcs.region.p, nv.vcs.region.n);
+    pbft_span first;
+    off = 0;
+    assert_true(pbft_list_next(&nv.vcs, &off, &first));
+    vcs_copy[(size_t)(first.p - nv.vcs.region.p) + first.n - 1] ^= 0x01;
+    pbft_list bad_vcs = {nv.vcs.count, {vcs_copy, nv.vcs.region.n}};
+    nv_resign(net, 1, 1, &bad_vcs, pps, npp, &w);
+    assert_int_equal(feed_drops(net, 3, w.p, w.len, PBFT_DROP_BAD_CERT), 1);
+    free(vcs_copy);
+
+    /* The honest NEW-VIEW's contents, signed by replica 2, which is not view 1's primary. */
+    nv_resign(net, 2, 1, &nv.vcs, pps, npp, &w);
+    assert_int_equal(feed_drops(net, 3, w.p, w.len, PBFT_DROP_NOT_PRIMARY), 1);
+
+    /* The honest NEW-VIEW is taken. */
+    assert_true(pbft_replica_in_view_change(net->nodes[3].r));
+    feed_drops(net, 3, net->nv, net->nv_n, PBFT_DROP_BAD_NEWVIEW);
+    assert_false(pbft_replica_in_view_change(net->nodes[3].r));
+    assert_int_equal(pbft_replica_view(net->nodes[3].r), 1);
+
+    /* ... and now view 1 is entered, the same NEW-VIEW again is stale. */
+    assert_int_equal(feed_drops(net, 3, net->nv, net->nv_n, PBFT_DROP_STALE), 1);
+    pbft_wbuf_free(&w);
+    pbft_wbuf_free(&pw);
+    net_free(net);
+}
+
 static void test_replica_config_invalid_names_key(void **state)
 {
     (void)state;
@@ -1420,6 +1626,13 @@ int main(void)
         cmocka_unit_test(test_replica_failed_allocation_sends_no_vote_without_record),
         cmocka_unit_test(test_replica_out_limits_drop_sends_fail_records),
         cmocka_unit_test(test_replica_request_timer_follows_latency),
+        cmocka_unit_test(test_replica_newview_omitted_certificate_refused),
+        cmocka_unit_test(test_replica_newview_altered_digest_refused),
+        cmocka_unit_test(test_replica_newview_invented_request_refused),
+        cmocka_unit_test(test_replica_newview_too_few_viewchanges_refused),
+        cmocka_unit_test(test_replica_newview_duplicate_viewchange_refused),
+        cmocka_unit_test(test_replica_newview_wrong_view_refused),
+        cmocka_unit_test(test_replica_newview_handmade_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
