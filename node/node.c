@@ -630,8 +630,8 @@ static void check_space(node *n, bool large)
     if (n->cfg.min_free_mb == 0)
         return;
     uint64_t t = now_ms(n);
-    if (!large && t - n->space_ms < 1000)
-        return;
+    if (!large && n->space_ms != 0 && t - n->space_ms < 1000)
+        return; /* (the first write is always checked: a node's first second counts too) */
     n->space_ms = t;
     int64_t f = free_mib(n->data_path);
     if (f >= 0 && (uint64_t)f * 2 < n->cfg.min_free_mb) {
