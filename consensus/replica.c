@@ -207,6 +207,8 @@ struct pbft_replica {
     uint32_t stable_proof_n;
     struct slot *slots;  /* ring of `window` slots for seq in (h, h+L] */
     struct ckslot *cks;  /* ring of window/K checkpoint slots */
+    struct vote *far;    /* 2 per sender: its newest CHECKPOINTs beyond the window (view =
+                            their seq), so a replica left behind still sees one stabilise */
     uint64_t *claims;    /* highest executed seq each replica claimed (signed) */
     uint64_t next_seq;   /* primary: next sequence number to assign */
     uint64_t max_pp_seq; /* highest seq with a pre-prepare accepted in this view */
@@ -1564,6 +1566,7 @@ static void check_prepared(pbft_replica *r, struct slot *s)
     vote_set(r, &s->com[r->c.id], s->pp_view, &s->d, own);
     persist_log(r, s->seq, s->pp_view, PBFT_MSG_COMMIT, r->c.id, r->w.p, r->w.len);
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
+    r->st.commits_sent++;
     s->sent_ms = r->now;
     check_committed(r, s, s->pp_view, &s->d);
 }
@@ -1623,6 +1626,7 @@ static void send_prepare(pbft_replica *r, struct slot *s)
     vote_set(r, &s->prep[r->c.id], s->pp_view, &s->d, own);
     persist_log(r, s->seq, s->pp_view, PBFT_MSG_PREPARE, r->c.id, r->w.p, r->w.len);
     transmit(r, &m, r->w.p, r->w.len, PBFT_TO_ALL);
+    r->st.prepares_sent++;
 }
 
 /* send_block sends one block (with its certificate, or an empty one for a body asked for by
@@ -1813,8 +1817,18 @@ static struct ckslot *get_ck(pbft_replica *r, uint64_t seq)
     uint32_t nck = r->c.window / r->c.checkpoint_interval;
     struct ckslot *k = &r->cks[(seq / r->c.checkpoint_interval) % nck];
     if (k->seq != seq) {
-        for (uint16_t j = 0; j < r->c.n; j++)
+        for (uint16_t j = 0; j < r->c.n; j++) {
             vote_clear(&k->v[j]);
+            /* A vote kept while seq was beyond the window moves in: it was sent once. */
+            for (int i = 0; i < 2; i++) {
+                struct vote *fv = &r->far[2 * j + i];
+                if (fv->set && fv->view == seq) {
+                    k->v[j] = *fv;
+                    k->v[j].view = 0;
+                    memset(fv, 0, sizeof *fv);
+                }
+            }
+        }
         k->seq = seq;
     }
     return k;
@@ -1851,6 +1865,9 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
             r->cks[i].seq = 0;
         }
     }
+    for (uint32_t i = 0; i < 2 * (uint32_t)r->c.n; i++)
+        if (r->far[i].set && r->far[i].view <= seq)
+            vote_clear(&r->far[i]);
     uint8_t key[PBFT_REC_KEY_BYTES];
     pbft_wbuf w = {0};
     pbft_wbuf_init(&w, 64 + proof_n);
@@ -1879,17 +1896,19 @@ static void make_stable(pbft_replica *r, uint64_t seq, const pbft_digest *d, con
     }
 }
 
-static void check_stable(pbft_replica *r, struct ckslot *k)
+/* stable_if_quorum: v[j] is sender j's CHECKPOINT for seq (or NULL). If 2f+1 of them
+ * name one digest, they are the proof: the checkpoint is stable [OSDI §4.3]. */
+static void stable_if_quorum(pbft_replica *r, uint64_t seq, const struct vote *const *v)
 {
     for (uint16_t a = 0; a < r->c.n; a++) {
-        if (!k->v[a].set)
+        if (v[a] == NULL)
             continue;
         uint16_t count = 0;
         size_t total = 2;
         for (uint16_t j = 0; j < r->c.n; j++)
-            if (k->v[j].set && digest_eq(&k->v[j].d, &k->v[a].d)) {
+            if (v[j] != NULL && digest_eq(&v[j]->d, &v[a]->d)) {
                 count++;
-                total += 4 + k->v[j].n;
+                total += 4 + v[j]->n;
             }
         if (count < r->q)
             continue;
@@ -1900,20 +1919,71 @@ static void check_stable(pbft_replica *r, struct ckslot *k)
         proof[off++] = (uint8_t)(count >> 8);
         proof[off++] = (uint8_t)count;
         for (uint16_t j = 0; j < r->c.n; j++) {
-            struct vote *v = &k->v[j];
-            if (v->set && digest_eq(&v->d, &k->v[a].d)) {
-                proof[off++] = (uint8_t)(v->n >> 24);
-                proof[off++] = (uint8_t)(v->n >> 16);
-                proof[off++] = (uint8_t)(v->n >> 8);
-                proof[off++] = (uint8_t)v->n;
-                memcpy(proof + off, v->frame, v->n);
-                off += v->n;
+            if (v[j] != NULL && digest_eq(&v[j]->d, &v[a]->d)) {
+                proof[off++] = (uint8_t)(v[j]->n >> 24);
+                proof[off++] = (uint8_t)(v[j]->n >> 16);
+                proof[off++] = (uint8_t)(v[j]->n >> 8);
+                proof[off++] = (uint8_t)v[j]->n;
+                memcpy(proof + off, v[j]->frame, v[j]->n);
+                off += v[j]->n;
             }
         }
-        pbft_digest d = k->v[a].d;
-        make_stable(r, k->seq, &d, proof, total);
+        pbft_digest d = v[a]->d;
+        make_stable(r, seq, &d, proof, total);
         return;
     }
+}
+
+static void check_stable(pbft_replica *r, struct ckslot *k)
+{
+    const struct vote *v[PBFT_MAX_N];
+    for (uint16_t j = 0; j < r->c.n; j++)
+        v[j] = k->v[j].set ? &k->v[j] : NULL;
+    stable_if_quorum(r, k->seq, v);
+}
+
+/* on_far_checkpoint: a CHECKPOINT beyond our high watermark. A replica that was down or cut
+ * off while the others moved more than a window on would drop every PRE-PREPARE and
+ * CHECKPOINT they send and could only chase their head by state transfer, never voting
+ * again (issue 12: a backup restarted under load ran 100+ transfers in 35 s and sent no
+ * PREPARE). The paper's remedy is the same: a replica that learns of a stable checkpoint
+ * beyond its window fetches the state and moves its watermarks there [TOCS §4.3, §6.2].
+ * So each sender's two newest such CHECKPOINTs are kept (two, so a quorum still meets when
+ * one sender is a checkpoint ahead of the others), and 2f+1 that agree make the
+ * checkpoint stable here: the log below is discarded, the window moves, and the blocks up
+ * to it come by state transfer while the replica votes on the slots after it. A Byzantine
+ * sender can fill only its own two entries, and its votes alone never make a quorum. */
+static void on_far_checkpoint(pbft_replica *r, const pbft_env *e, const pbft_ckpt *c)
+{
+    struct vote *fv = &r->far[2 * (size_t)e->sender];
+    struct vote *slot = NULL;
+    for (int i = 0; i < 2; i++)
+        if (fv[i].set && fv[i].view == c->seq) {
+            drop(r, digest_eq(&fv[i].d, &c->d) ? PBFT_DROP_STALE : PBFT_DROP_CONFLICT);
+            return;
+        }
+    if (!fv[0].set)
+        slot = &fv[0];
+    else if (!fv[1].set)
+        slot = &fv[1];
+    else
+        slot = fv[0].view < fv[1].view ? &fv[0] : &fv[1];
+    if (slot->set && slot->view > c->seq) {
+        drop(r, PBFT_DROP_STALE); /* older than both we keep of this sender */
+        return;
+    }
+    if (!vote_set(r, slot, c->seq, &c->d, e->whole)) {
+        drop(r, PBFT_DROP_LIMIT);
+        return;
+    }
+    const struct vote *v[PBFT_MAX_N];
+    for (uint16_t j = 0; j < r->c.n; j++) {
+        v[j] = NULL;
+        for (int i = 0; i < 2; i++)
+            if (r->far[2 * j + i].set && r->far[2 * j + i].view == c->seq)
+                v[j] = &r->far[2 * j + i];
+    }
+    stable_if_quorum(r, c->seq, v);
 }
 
 /* retarget recomputes how far state transfer should go. f+1 claims of height X include a
@@ -2015,8 +2085,10 @@ static void on_checkpoint(pbft_replica *r, const pbft_env *e)
         return;
     }
     struct ckslot *k = get_ck(r, c.seq);
-    if (k == NULL)
-        return; /* beyond our window: the claim above is all we keep */
+    if (k == NULL) {
+        on_far_checkpoint(r, e, &c);
+        return;
+    }
     struct vote *old = &k->v[e->sender];
     if (old->set) {
         drop(r, digest_eq(&old->d, &c.d) ? PBFT_DROP_STALE : PBFT_DROP_CONFLICT);
@@ -3851,6 +3923,7 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     uint32_t nck = c->window / c->checkpoint_interval;
     r->slots = r_calloc(r, c->window, sizeof *r->slots);
     r->cks = r_calloc(r, nck, sizeof *r->cks);
+    r->far = r_calloc(r, 2 * (size_t)c->n, sizeof *r->far);
     r->claims = r_calloc(r, c->n, sizeof *r->claims);
     r->serve_win = r_calloc(r, c->n, sizeof *r->serve_win);
     r->serve_used = r_calloc(r, c->n, sizeof *r->serve_used);
@@ -3870,8 +3943,8 @@ int pbft_replica_new(const pbft_config *c, pbft_replica **out, char *err, size_t
     r->fifo = r_calloc(r, r->fifo_cap, sizeof *r->fifo);
     r->mon_cap = 2 * c->max_pending_txs;
     r->mon_ring = r_calloc(r, r->mon_cap, sizeof *r->mon_ring);
-    bool ok = r->slots && r->cks && r->claims && r->serve_win && r->serve_used && r->vcs &&
-              r->chain_ring && r->tx && r->done && r->fifo && r->mon_ring;
+    bool ok = r->slots && r->cks && r->far && r->claims && r->serve_win && r->serve_used &&
+              r->vcs && r->chain_ring && r->tx && r->done && r->fifo && r->mon_ring;
     for (uint32_t i = 0; ok && i < c->window; i++) {
         r->slots[i].prep = r_calloc(r, c->n, sizeof(struct vote));
         r->slots[i].com = r_calloc(r, c->n, sizeof(struct vote));
@@ -3909,6 +3982,9 @@ void pbft_replica_free(pbft_replica *r)
                     vote_clear(&r->cks[i].v[j]);
             free(r->cks[i].v);
         }
+    if (r->far != NULL)
+        for (uint32_t i = 0; i < 2 * (uint32_t)r->c.n; i++)
+            vote_clear(&r->far[i]);
     if (r->vcs != NULL)
         for (uint16_t j = 0; j < r->c.n; j++)
             free(r->vcs[j].msg);
@@ -3923,6 +3999,7 @@ void pbft_replica_free(pbft_replica *r)
     free(r->oa.serves);
     free(r->slots);
     free(r->cks);
+    free(r->far);
     free(r->claims);
     free(r->serve_win);
     free(r->serve_used);

@@ -212,6 +212,10 @@ typedef struct {
     uint64_t state_transfers; /* blocks obtained by state transfer */
     uint64_t sig_verifies;    /* Ed25519 verifications the core performed */
     uint64_t out_dropped;     /* sends and serves dropped at their bound (pbft_out_limits) */
+    /* PREPAREs and COMMITs this replica signed and sent for the first time (resends not
+     * counted): whether it takes part in the normal case, or only follows it. */
+    uint64_t prepares_sent;
+    uint64_t commits_sent;
 } pbft_stats;
 
 /* Lifecycle. pbft_replica_new copies the config (the caller may free it). On error returns

@@ -165,8 +165,8 @@ struct node {
     /* Loop statistics, logged at debug level every 5 s. */
     uint64_t st_iters, st_events, st_write_us, st_step_us, st_last_ms;
     char data_path[CONFIG_PATH_MAX + 64]; /* the data directory, for its free space */
-    uint64_t space_ms;                   /* when the free space was last checked */
-    uint64_t durable_height; /* written to disk: what status reports */
+    uint64_t space_ms;                    /* when the free space was last checked */
+    uint64_t durable_height;              /* written to disk: what status reports */
     uint8_t durable_chain[32];
     uint8_t durable_app[32];
 
@@ -1167,6 +1167,12 @@ void node_metrics(node *n, mtext *t)
                  (double)s.stats.txs_committed);
     mtext_metric(t, "pbft_state_transfer_blocks_total", "counter",
                  "Blocks obtained by state transfer.", (double)s.stats.state_transfers);
+    mtext_family(t, "pbft_votes_sent_total", "counter",
+                 "PREPAREs and COMMITs this replica signed and sent (resends not counted).");
+    mtext_printf(t, "pbft_votes_sent_total{type=\"prepare\"} %llu\n",
+                 (unsigned long long)s.stats.prepares_sent);
+    mtext_printf(t, "pbft_votes_sent_total{type=\"commit\"} %llu\n",
+                 (unsigned long long)s.stats.commits_sent);
     mtext_metric(t, "pbft_request_timeout_seconds", "gauge",
                  "The adaptive request timer's length: 3 x the measured commit latency, within "
                  "[view timeout, 4 x view_timeout_ms].",

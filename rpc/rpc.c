@@ -634,6 +634,10 @@ static int m_consensus_state(struct node *n, json_t *params, json_t **result, in
     for (int k = 0; k < PBFT_COMPLAINT__COUNT; k++)
         json_object_set_new(cs, pbft_complaint_reason_name(k), u64_json(s.stats.complaints[k]));
     json_object_set_new(r, "complaints_sent", cs);
+    json_t *vs = json_object();
+    json_object_set_new(vs, "prepare", u64_json(s.stats.prepares_sent));
+    json_object_set_new(vs, "commit", u64_json(s.stats.commits_sent));
+    json_object_set_new(r, "votes_sent", vs);
     *result = r;
     return 0;
 }

@@ -620,6 +620,97 @@ static int sc_restart_catches_up(uint64_t seed, bool verbose)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * restart-votes-again (issue 12, part 3): a backup down 12 s under sustained load must vote
+ * again, not only follow by state transfer. The decisive check is the next fault: once it
+ * votes, a second backup's crash leaves 2f+1 voters and costs no view change.
+ * -------------------------------------------------------------------------------------*/
+static uint64_t view_changes_of(sim *s, int node)
+{
+    pbft_stats st;
+    sim_node_stats(s, node, &st);
+    uint64_t n = 0;
+    for (int i = 0; i < PBFT_VC__COUNT; i++)
+        n += st.view_changes[i];
+    return n;
+}
+
+/* rejoin_wait steps until `node` sends a PREPARE or COMMIT after `since` (returns the
+ * delay from `since`) or until `since + bound` (returns UINT64_MAX). */
+static uint64_t rejoin_wait(sim *s, int node, uint64_t since, uint64_t bound)
+{
+    uint64_t before = sim_node_votes(s, node, NULL);
+    while (sim_now(s) < since + bound) {
+        int st = sim_run_until(s, sim_now(s) + 20);
+        uint64_t last = 0;
+        if (sim_node_votes(s, node, &last) > before && last >= since)
+            return last - since;
+        if (st == SIM_VIOLATION || st == SIM_STOPPED)
+            break;
+    }
+    return UINT64_MAX;
+}
+
+static int sc_restart_votes_again(uint64_t seed, bool verbose)
+{
+    const char *name = "restart-votes-again";
+    sim_options o;
+    sim_options_defaults(&o, 4, seed);
+    o.verbose = verbose;
+    /* Sustained load, about 250 tx/s for 40 s: the others move hundreds of blocks, many
+     * windows, past the crashed backup. */
+    o.n_clients = 4;
+    o.txs_total = 8000;
+    o.submit_end_ms = 40000;
+    o.submit_gap_min_ms = 20;
+    o.submit_gap_max_ms = 60;
+    o.submit_burst_max = 4;
+    const uint64_t down = 2000, up = 14000, bound = 10000;
+    sim *s = make_sim(&o, name);
+    if (!s)
+        return 1;
+    sim_at_crash(s, down, 3);
+    sim_at_restart(s, up, 3);
+    int st = sim_run_until(s, up);
+    int rc = check(st == SIM_RUNNING || st == SIM_LIVE, name,
+                   sim_violation(s) ? sim_violation(s) : "stopped before the restart");
+    uint64_t behind = sim_node_height(s, 0) - sim_node_height(s, 3);
+    uint64_t rejoin = rc == 0 ? rejoin_wait(s, 3, up, bound) : UINT64_MAX;
+    if (rc == 0)
+        rc |= check(rejoin != UINT64_MAX, name,
+                    "replica 3 sent no PREPARE or COMMIT within 10 s of its restart");
+    uint64_t vc0 = 0, vc1 = 0, votes_at_cut = 0;
+    if (rc == 0) {
+        /* Give it the rest of the bound to settle in, then take a second backup away. */
+        st = sim_run_until(s, up + bound);
+        rc |= check(st == SIM_RUNNING || st == SIM_LIVE, name,
+                    sim_violation(s) ? sim_violation(s) : "stopped");
+        vc0 = view_changes_of(s, 0);
+        vc1 = view_changes_of(s, 1);
+        votes_at_cut = sim_node_votes(s, 3, NULL);
+        sim_crash(s, 2);
+    }
+    if (rc == 0) {
+        st = sim_run(s);
+        rc |= expect_live(s, st, name);
+    }
+    if (rc == 0) {
+        rc |= check(view_changes_of(s, 0) == vc0 && view_changes_of(s, 1) == vc1, name,
+                    "the second backup's crash cost a view change");
+        rc |= check(sim_node_votes(s, 3, NULL) > votes_at_cut, name,
+                    "replica 3 stopped voting after the second crash");
+        pbft_stats st3;
+        sim_node_stats(s, 3, &st3);
+        if (rc == 0)
+            printf("ok scenario %s: restarted %" PRIu64 " blocks behind, voted again after %" PRIu64
+                   " ms (%" PRIu64 " blocks by state transfer); the second crash cost no view "
+                   "change; height %" PRIu64 "\n",
+                   name, behind, rejoin, st3.state_transfers, sim_node_height(s, 0));
+    }
+    sim_free(s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
  * replay-and-bad-signature.
  * -------------------------------------------------------------------------------------*/
 static int run_byz_backup(uint64_t seed, bool verbose, int mode, const char *name, pbft_stats *sum)
@@ -1257,6 +1348,10 @@ static const sim_scenario scenarios[] = {
      sc_new_primary_fails},
     {"restart-catches-up", "a replica down for 3+ checkpoints catches up by state transfer",
      sc_restart_catches_up},
+    {"restart-votes-again",
+     "a backup down 12 s under load votes again within 10 s; a second crash costs no view "
+     "change",
+     sc_restart_votes_again},
     {"replay-and-bad-signature",
      "replayed old-view messages and bad signatures are dropped and counted",
      sc_replay_and_bad_signature},

@@ -195,8 +195,10 @@ typedef struct {
     /* Trace / accounting. */
     uint64_t last_view;
     bool last_ivc;
-    pbft_stats acc;  /* stats of earlier incarnations */
-    struct sim *sim; /* back pointer, for the core's trace (verbose runs) */
+    uint64_t votes_sent;   /* PREPAREs and COMMITs it sent (all incarnations) */
+    uint64_t last_vote_ms; /* when it last sent one */
+    pbft_stats acc;        /* stats of earlier incarnations */
+    struct sim *sim;       /* back pointer, for the core's trace (verbose runs) */
 } sim_node;
 
 typedef struct {
@@ -207,6 +209,7 @@ typedef struct {
     bool committed_any;    /* at some honest node */
     uint64_t first_height; /* where it was first committed by an honest node */
     uint64_t first_view;   /* the view that block was proposed in (its header) */
+    uint64_t first_ms;     /* when (virtual time) */
 } sim_tx;
 
 typedef struct {
@@ -689,6 +692,23 @@ static int64_t tx_lookup(const sim *s, const pbft_digest *h)
     }
 }
 
+/* request_used_up models pbftd's check of a peer's REQUEST (node/node.c): a transaction
+ * whose nonce the node's durable state has used is dropped before the core sees it. Here
+ * "used" is "committed in this node's durable chain" (the simulated clients never sign two
+ * transactions with one nonce). */
+static bool request_used_up(const sim *s, const sim_node *nd, const sim_frame *f)
+{
+    pbft_env e;
+    pbft_span tx;
+    if (f->n < 2 || f->p[1] != PBFT_MSG_REQUEST || pbft_frame_decode(f->p, f->n, &e) != PBFT_OK ||
+        pbft_request_decode(e.body, &tx) != PBFT_OK)
+        return false;
+    pbft_digest h;
+    pbft_tx_hash(tx.p, tx.n, &h);
+    int64_t id = tx_lookup(s, &h);
+    return id >= 0 && nd->txc[id];
+}
+
 static void txset_insert(sim *s, uint32_t idx)
 {
     for (size_t i = txset_slot(s, &s->txs[idx].h);; i = (i + 1) & (s->txset_cap - 1)) {
@@ -913,13 +933,19 @@ static void check_honest_commit(sim *s, int node, uint64_t h, const pbft_commit 
         uint32_t id = ids[i];
         if (nd->txc[id]) {
             s->tot.dup_tx_commits++;
-            if (honest_proposer && pb.view >= s->txs[id].first_view) {
+            if (honest_proposer &&
+                (pb.view == s->txs[id].first_view || pb.timestamp_ms > s->txs[id].first_ms)) {
                 /* An honest primary never proposes a transaction committed or in a block in
-                 * flight (issue 12, "one transaction, one block"); a Byzantine one may. A
-                 * block proposed in an earlier view than the first copy's is PBFT's own
-                 * case: prepared in view v but missing from view v+1's NEW-VIEW, so view
-                 * v+1 proposed the transaction again, and a later NEW-VIEW revived the
-                 * view-v certificate; both commit (docs/protocol.md section 9). */
+                 * flight (issue 12, "one transaction, one block"); a Byzantine one may. Its
+                 * own view's blocks it knows; and once a transaction committed anywhere, its
+                 * block is in flight in every later view (the NEW-VIEW carries it), so a
+                 * repeat proposed after that moment (an honest block's timestamp is its
+                 * proposer's clock: here virtual time) is a fault. What remains is PBFT's
+                 * own case: prepared in view v but missing from view v+1's NEW-VIEW, so
+                 * view v+1 proposed the transaction again before anything committed it,
+                 * and a later NEW-VIEW revived the view-v certificate; both commit, in
+                 * either order of heights (docs/protocol.md section 9; seed 4005981 has
+                 * the revived block first). */
                 s->tot.dup_tx_honest++;
                 fail(s, SIM_V_VALIDITY,
                      "node %d committed tx#%u again at height %llu (first at %llu), in a block "
@@ -936,6 +962,7 @@ static void check_honest_commit(sim *s, int node, uint64_t h, const pbft_commit 
             if (!s->txs[id].committed_any) {
                 s->txs[id].first_height = h;
                 s->txs[id].first_view = decoded ? pb.view : 0;
+                s->txs[id].first_ms = s->now;
             }
             s->txs[id].committed_any = true;
         }
@@ -1315,6 +1342,11 @@ static void process_output(sim *s, int node, pbft_output *out, int depth)
             else
                 trace(s, "send %d->%u %s%s", node, sd->to, desc, sd->delay_ms ? " (delayed)" : "");
         }
+        if (sd->frame.n >= 2 &&
+            (sd->frame.p[1] == PBFT_MSG_PREPARE || sd->frame.p[1] == PBFT_MSG_COMMIT)) {
+            nd->votes_sent++;
+            nd->last_vote_ms = s->now;
+        }
         sim_frame *f = frame_new(sd->frame.p, sd->frame.n);
         s->tot.frames_sent++;
         dispatch(s, node, sd->to, f, sd->delay_ms);
@@ -1412,6 +1444,8 @@ static void stats_add(pbft_stats *acc, const pbft_stats *st)
     acc->txs_committed += st->txs_committed;
     acc->state_transfers += st->state_transfers;
     acc->sig_verifies += st->sig_verifies;
+    acc->prepares_sent += st->prepares_sent;
+    acc->commits_sent += st->commits_sent;
 }
 
 void sim_crash(sim *s, int node)
@@ -2126,6 +2160,11 @@ static int step_once(sim *s)
             frame_desc(ev.frame->p, ev.frame->n, desc, sizeof desc);
             trace(s, "deliver %d->%d %s", ev.from, ev.node, desc);
         }
+        if (request_used_up(s, nd, ev.frame)) {
+            trace(s, "node %d drops a REQUEST of a transaction it executed (as pbftd does)",
+                  ev.node);
+            break;
+        }
         pbft_event e = {0};
         e.kind = PBFT_EV_MESSAGE;
         e.now_ms = s->now;
@@ -2156,6 +2195,13 @@ static int step_once(sim *s)
             break;
         }
         const sim_tx *t = &s->txs[ev.arg];
+        if (nd->txc[ev.arg]) {
+            /* pbftd's node_submit refuses a transaction whose nonce its durable state has
+             * used (-32004): the core forgets committed hashes across a restart. */
+            s->tot.requests++;
+            s->tot.request_status[PBFT_REQ_BAD_NONCE]++;
+            break;
+        }
         pbft_event e = {0};
         e.kind = PBFT_EV_REQUEST;
         e.now_ms = s->now;
@@ -2316,6 +2362,14 @@ uint32_t sim_node_block_txs(const sim *s, int node, uint64_t h)
     if (pbft_block_decode(nd->chain[h - 1].block, nd->chain[h - 1].block_n, &b) != PBFT_OK)
         return 0;
     return b.ntx;
+}
+
+uint64_t sim_node_votes(const sim *s, int node, uint64_t *last_ms)
+{
+    assert(node >= 0 && node < s->nnodes);
+    if (last_ms != NULL)
+        *last_ms = s->nodes[node].last_vote_ms;
+    return s->nodes[node].votes_sent;
 }
 
 void sim_node_stats(const sim *s, int node, pbft_stats *st)

@@ -252,6 +252,9 @@ bool sim_node_block(const sim *s, int node, uint64_t h, pbft_digest *d, uint64_t
                     pbft_digest *chain);
 /* Number of transactions in the stored block at height h (0 if none). */
 uint32_t sim_node_block_txs(const sim *s, int node, uint64_t h);
+/* PREPAREs and COMMITs the node sent (every incarnation), and when it last sent one:
+ * whether a replica takes part in the normal case, not only follows it. */
+uint64_t sim_node_votes(const sim *s, int node, uint64_t *last_ms);
 /* Stats of the current incarnation plus every earlier one. */
 void sim_node_stats(const sim *s, int node, pbft_stats *st);
 uint32_t sim_txs_submitted(const sim *s);

@@ -1231,11 +1231,12 @@ static void test_replica_state_transfer_silent_liar_cannot_keep_it_open(void **s
 
 /* send_claim delivers to `to` a CHECKPOINT from `from` for seq (an idle claim unless seq is
  * a checkpoint): what a replica says about how far it executed. */
-static void send_claim(struct net *net, uint16_t from, int to, uint64_t seq)
+static void send_ckpt(struct net *net, uint16_t from, int to, uint64_t seq, uint8_t d)
 {
     pbft_wbuf w;
     pbft_wbuf_init(&w, PBFT_MAX_MSG_BYTES);
     pbft_ckpt c = {.seq = seq};
+    memset(c.d.b, d, sizeof c.d.b);
     pbft_put_ckpt_msg(&w, from, &c, chain_id(), net->sk[from]);
     pbft_put_attach(&w, NULL, 0);
     assert_int_equal(w.err, PBFT_OK);
@@ -1244,6 +1245,80 @@ static void send_claim(struct net *net, uint16_t from, int to, uint64_t seq)
     ev.u.msg.n = w.len;
     step(net, to, &ev);
     pbft_wbuf_free(&w);
+}
+
+static void send_claim(struct net *net, uint16_t from, int to, uint64_t seq)
+{
+    send_ckpt(net, from, to, seq, 0);
+}
+
+/* A replica left more than a window behind (down, or cut off, while the others moved on)
+ * sees their CHECKPOINTs only beyond its high watermark. It keeps each sender's two newest,
+ * and 2f+1 that agree make the checkpoint stable: the window moves there and the replica
+ * can vote on the slots after it, instead of chasing the head by state transfer alone
+ * (issue 12: a backup restarted under load sent no PREPARE in 35 s). The window here is 8
+ * (K = 4), so seq 40 is far beyond it. */
+static void test_replica_far_checkpoint_stable_on_quorum(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[3].r;
+    send_ckpt(net, 0, 3, 40, 0xa1);
+    send_ckpt(net, 1, 3, 40, 0xa1);
+    assert_int_equal(pbft_replica_stable(r), 0);
+    send_ckpt(net, 2, 3, 40, 0xb2); /* disagrees: 2 of 3 */
+    assert_int_equal(pbft_replica_stable(r), 0);
+    send_ckpt(net, 2, 3, 40, 0xa1); /* the same sender, another digest: a conflict */
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_CONFLICT], 1);
+    assert_int_equal(pbft_replica_stable(r), 0);
+    /* The next checkpoint, from all three: stable, and the blocks below it are fetched. */
+    send_ckpt(net, 0, 3, 44, 0xc3);
+    send_ckpt(net, 1, 3, 44, 0xc3);
+    send_ckpt(net, 2, 3, 44, 0xc3);
+    assert_int_equal(pbft_replica_stable(r), 44);
+    assert_true(pbft_replica_catching_up(r));
+    net_free(net);
+}
+
+/* One sender alone never makes a far checkpoint stable, however many it signs: it holds
+ * only its own two entries, and older ones than both are stale. */
+static void test_replica_far_checkpoint_one_sender_bounded(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[3].r;
+    for (uint64_t seq = 40; seq <= 400; seq += 4)
+        send_ckpt(net, 0, 3, seq, 0xa1);
+    assert_int_equal(pbft_replica_stable(r), 0);
+    send_ckpt(net, 0, 3, 40, 0xa1); /* older than both it keeps */
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_STALE], 1);
+    /* Its first ones were let go: 40 has one vote now, 396 two. */
+    send_ckpt(net, 1, 3, 40, 0xa1);
+    send_ckpt(net, 2, 3, 40, 0xa1);
+    assert_int_equal(pbft_replica_stable(r), 0);
+    send_ckpt(net, 1, 3, 396, 0xa1);
+    assert_int_equal(pbft_replica_stable(r), 0);
+    send_ckpt(net, 2, 3, 396, 0xa1);
+    assert_int_equal(pbft_replica_stable(r), 396);
+    net_free(net);
+}
+
+/* A vote kept while its checkpoint was beyond the window still counts once the window
+ * reaches it: CHECKPOINTs are sent once. */
+static void test_replica_far_checkpoint_vote_moves_into_window(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    pbft_replica *r = net->nodes[3].r;
+    send_ckpt(net, 0, 3, 12, 0xd4); /* beyond h + 8 */
+    send_ckpt(net, 1, 3, 12, 0xd4);
+    send_ckpt(net, 0, 3, 8, 0xe5); /* in the window */
+    send_ckpt(net, 1, 3, 8, 0xe5);
+    send_ckpt(net, 2, 3, 8, 0xe5);
+    assert_int_equal(pbft_replica_stable(r), 8);
+    send_ckpt(net, 2, 3, 12, 0xd4); /* now in the window: with the two kept, a quorum */
+    assert_int_equal(pbft_replica_stable(r), 12);
+    net_free(net);
 }
 
 /* A replica whose state-transfer target is reached by the normal case ends the transfer
@@ -1619,6 +1694,9 @@ int main(void)
         cmocka_unit_test(test_replica_state_transfer_liar_cannot_keep_it_open),
         cmocka_unit_test(test_replica_state_transfer_silent_liar_cannot_keep_it_open),
         cmocka_unit_test(test_replica_state_transfer_done_by_normal_case),
+        cmocka_unit_test(test_replica_far_checkpoint_stable_on_quorum),
+        cmocka_unit_test(test_replica_far_checkpoint_one_sender_bounded),
+        cmocka_unit_test(test_replica_far_checkpoint_vote_moves_into_window),
         cmocka_unit_test(test_replica_state_transfer_tests_liar_at_once),
         cmocka_unit_test(test_replica_state_serving_budget_enforced),
         cmocka_unit_test(test_replica_mutated_frames_never_crash),
