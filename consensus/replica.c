@@ -3639,8 +3639,18 @@ static void on_tick(pbft_replica *r)
         r->mon_deadline = NONE;
         monitor(r);
     }
-    if (r->req_deadline != NONE && r->now >= r->req_deadline && !r->in_vc)
-        start_view_change(r, r->view + 1, PBFT_VC_REQUEST_TIMEOUT);
+    if (r->req_deadline != NONE && r->now >= r->req_deadline && !r->in_vc) {
+        /* A replica that is catching up cannot tell a slow primary from its own gap (the
+         * rule monitoring follows): it waits another T. Alone in a higher view it would
+         * stay out while the others commit (restart_votes beside CPU hogs: a backup
+         * restarted 349 blocks behind timed out during its transfers and never voted). If
+         * the primary is faulty, the replicas that are not behind time out, and f+1
+         * VIEW-CHANGEs bring this one along [OSDI §4.5.2]. */
+        if (r->st_active || r->st_target > r->last_exec)
+            r->req_deadline = r->now + r->T;
+        else
+            start_view_change(r, r->view + 1, PBFT_VC_REQUEST_TIMEOUT);
+    }
     if (r->vc_deadline != NONE && r->now >= r->vc_deadline && r->in_vc) {
         /* The view change to v failed: try v+1 and wait twice as long [TOCS §4.5.2]. */
         uint64_t t2 = (uint64_t)r->T * 2;
