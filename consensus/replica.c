@@ -192,6 +192,7 @@ struct pbft_replica {
     struct vcent *vcs; /* latest valid VIEW-CHANGE per sender */
     uint32_t T;        /* current view-change timeout [TOCS §4.5.2] */
     uint64_t req_deadline;
+    uint32_t req_defers; /* times the request timer waited on a single claim (on_tick) */
     /* The adaptive request timer (req_timeout): measured commit latency of the requests this
      * replica held, in ms (0: no sample yet), and when it last entered a view. */
     uint64_t lat_ms;
@@ -3321,6 +3322,9 @@ done:
  * monitoring (its COMPLAINTs, which compare waits with monitor_ms) is not affected by it. */
 #define REQ_LATENCY_FACTOR 3
 #define REQ_TIMEOUT_CAP 4
+/* How many times the request timer waits another T for a catch-up only a single claim
+ * supports (on_tick). */
+#define REQ_DEFER_MAX 3
 
 static void observe_latency(pbft_replica *r, uint64_t arrival_ms)
 {
@@ -3350,8 +3354,10 @@ static void update_req_timer(pbft_replica *r, bool progress)
     bool waiting = r->held > 0 || r->max_pp_seq > r->last_exec;
     if (r->in_vc || !r->started || !waiting)
         r->req_deadline = NONE;
-    else if (progress || r->req_deadline == NONE)
+    else if (progress || r->req_deadline == NONE) {
         r->req_deadline = r->now + req_timeout(r);
+        r->req_defers = 0;
+    }
 }
 
 static bool has_resend_work(const pbft_replica *r)
@@ -3641,14 +3647,21 @@ static void on_tick(pbft_replica *r)
     }
     if (r->req_deadline != NONE && r->now >= r->req_deadline && !r->in_vc) {
         /* A replica that is catching up cannot tell a slow primary from its own gap (the
-         * rule monitoring follows): it waits another T. Alone in a higher view it would
-         * stay out while the others commit (restart_votes beside CPU hogs: a backup
-         * restarted 349 blocks behind timed out during its transfers and never voted). If
-         * the primary is faulty, the replicas that are not behind time out, and f+1
-         * VIEW-CHANGEs bring this one along [OSDI §4.5.2]. */
-        if (r->st_active || r->st_target > r->last_exec)
+         * rule monitoring follows): it waits another T. Alone in a higher view it would stay
+         * out while the others commit (restart_votes beside CPU hogs: a backup restarted 349
+         * blocks behind timed out during its transfers and never voted). Behind a height
+         * f+1 replicas claim (one of them correct) it waits as long as that lasts. Behind
+         * only a single claim, or a transfer it started on one, it waits at most
+         * REQ_DEFER_MAX times: the claimer may be a faulty primary that makes every replica
+         * "catch up" so that none times out. If the primary is faulty, the replicas that
+         * are not behind time out, and f+1 VIEW-CHANGEs bring this one along [OSDI §4.5.2]. */
+        bool proven_behind = r->st_proven > r->last_exec;
+        bool hinted_behind = r->st_active || r->st_target > r->last_exec;
+        if (proven_behind || (hinted_behind && r->req_defers < REQ_DEFER_MAX)) {
+            if (!proven_behind)
+                r->req_defers++;
             r->req_deadline = r->now + r->T;
-        else
+        } else
             start_view_change(r, r->view + 1, PBFT_VC_REQUEST_TIMEOUT);
     }
     if (r->vc_deadline != NONE && r->now >= r->vc_deadline && r->in_vc) {

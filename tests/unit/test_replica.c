@@ -1321,6 +1321,30 @@ static void test_replica_far_checkpoint_vote_moves_into_window(void **state)
     net_free(net);
 }
 
+/* A replica that is catching up waits on its request timer (it cannot tell a slow primary
+ * from its own gap), but a faulty primary cannot use that to keep its view: here the primary
+ * is silent and tells every backup, in signed CHECKPOINTs, that it is far ahead. Each backup
+ * starts a transfer from it and waits; the claimer delivers nothing, its claim is discounted,
+ * and the backups change view and commit (REQ_DEFER_MAX bounds the waits besides: the test
+ * passes with it unbounded, the discount alone being enough here). */
+static void test_replica_catching_up_on_a_liars_claim_still_changes_view(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    net->nodes[0].down = true;
+    assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    assert_int_equal(submit(net, 2), PBFT_REQ_ACCEPTED);
+    for (int i = 1; i < 4; i++) {
+        send_claim(net, 0, i, 1000);
+        assert_true(pbft_replica_catching_up(net->nodes[i].r));
+    }
+    assert_true(run(net, 60000, view_changed));
+    want_height = 1;
+    assert_true(run(net, 90000, all_at_height));
+    assert_agreement(net);
+    net_free(net);
+}
+
 /* A replica whose state-transfer target is reached by the normal case ends the transfer
  * there, not at its next retry or the next useful reply. Under steady load the peers'
  * newest claims kept the target just ahead of a replica that was in fact caught up, so its
@@ -1696,6 +1720,7 @@ int main(void)
         cmocka_unit_test(test_replica_state_transfer_done_by_normal_case),
         cmocka_unit_test(test_replica_far_checkpoint_stable_on_quorum),
         cmocka_unit_test(test_replica_far_checkpoint_one_sender_bounded),
+        cmocka_unit_test(test_replica_catching_up_on_a_liars_claim_still_changes_view),
         cmocka_unit_test(test_replica_far_checkpoint_vote_moves_into_window),
         cmocka_unit_test(test_replica_state_transfer_tests_liar_at_once),
         cmocka_unit_test(test_replica_state_serving_budget_enforced),
