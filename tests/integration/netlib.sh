@@ -79,8 +79,22 @@ at_least() { local h; h=$(height "$1"); [ -n "$h" ] && [ "$h" -ge "$2" ]; }
 caught_up() { cli "$1" --json status 2>/dev/null | grep -q '"catching_up": false'; }
 view_at_least() { local v; v=$(view "$1"); [ -n "$v" ] && [ "$v" -ge "$2" ]; }
 
+# meshed NODE: its connections to all N-1 other replicas are up.
+meshed() { cli "$1" --json status 2>/dev/null | grep -q "\"peers_connected\": $((N - 1))\b"; }
+
+# start_all [ARGS...]: start every replica and wait until each answers and has its
+# connections to all the others up. Before the mesh, a test's first transactions raced the
+# dials (nng retries a refused dial after its reconnect interval), and a first block could
+# wait out the 2 s request timer on a slow machine.
 start_all() {
-    for i in $(seq 0 $((N - 1))); do node_start "$i"; done
+    start_answering "$@"
+    for i in $(seq 0 $((N - 1))); do wait_for "node$i connected to all peers" 30 meshed "$i"; done
+}
+
+# start_answering [ARGS...]: start_all without the wait for the mesh, for a network split
+# on purpose (twins_negative).
+start_answering() {
+    for i in $(seq 0 $((N - 1))); do node_start "$i" "$@"; done
     for i in $(seq 0 $((N - 1))); do wait_for "node$i to answer" 30 answers "$i"; done
 }
 
