@@ -835,6 +835,40 @@ bool pbft_list_next(const pbft_list *l, size_t *off, pbft_span *msg)
     return true;
 }
 
+bool pbft_commit_cert_verify(const pbft_list *cert, uint16_t n, const uint8_t chain[32],
+                             const uint8_t (*pubkeys)[32], uint64_t seq, const pbft_digest *d,
+                             uint64_t *view)
+{
+    if (n == 0 || n > PBFT_MAX_N)
+        return false;
+    uint16_t q = (uint16_t)(n - (n - 1) / 3);
+    if (cert->count < q || cert->count > n)
+        return false;
+    size_t off = 0;
+    pbft_span m;
+    uint16_t seen = 0;
+    uint64_t v0 = 0;
+    int prev = -1;
+    while (seen < cert->count && pbft_list_next(cert, &off, &m)) {
+        pbft_env e;
+        pbft_vote v;
+        if (pbft_signed_decode(m.p, m.n, PBFT_MSG_COMMIT, &e) != PBFT_OK || e.sender >= n ||
+            (int)e.sender <= prev || pbft_vote_decode(e.body, &v) != PBFT_OK)
+            return false;
+        if (v.seq != seq || memcmp(v.d.b, d->b, 32) != 0 || (seen > 0 && v.view != v0))
+            return false;
+        if (!pbft_env_verify(&e, chain, pubkeys[e.sender]))
+            return false;
+        v0 = v.view;
+        prev = e.sender;
+        seen++;
+    }
+    if (seen != cert->count || off != cert->region.n)
+        return false;
+    *view = v0;
+    return true;
+}
+
 bool pbft_vc_next_pcert(const pbft_viewchange *vc, size_t *off, pbft_span *pp, pbft_list *prepares)
 {
     if (*off > vc->pcerts.n)

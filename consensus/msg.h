@@ -319,6 +319,15 @@ int pbft_body_check(uint8_t type, pbft_span body);
 /* Iterators over validated regions. Start with *off = 0; each returns true while an element
  * remains. Only valid on what a decoder above accepted. */
 bool pbft_list_next(const pbft_list *l, size_t *off, pbft_span *msg);
+/* pbft_commit_cert_verify checks a commit certificate from an untrusted source (a peer's
+ * reply, or storage read back), which no decoder has seen: exactly cert->count elements
+ * filling the region, at least n - f (2f+1 when n = 3f+1) of them, each a COMMIT for
+ * (v, seq, d) of one view v, from validators below n in strictly ascending order, each
+ * signature valid against pubkeys for this chain [OSDI §4.2: committed-local]. On success
+ * *view is v. Pure: no state, no I/O. */
+bool pbft_commit_cert_verify(const pbft_list *cert, uint16_t n, const uint8_t chain[32],
+                             const uint8_t (*pubkeys)[32], uint64_t seq, const pbft_digest *d,
+                             uint64_t *view);
 /* pbft_vc_next_pcert yields one prepared certificate: its signed PREPREPARE and the list of
  * its signed PREPAREs. */
 bool pbft_vc_next_pcert(const pbft_viewchange *vc, size_t *off, pbft_span *pp, pbft_list *prepares);

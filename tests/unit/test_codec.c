@@ -1734,6 +1734,72 @@ static void test_body_state_req_forms_checked(void **state)
 
 /* Puts past the limit set NOMEM and are ignored from then on; reset clears; free is safe on
  * a zeroed struct and twice. */
+/* pbft_commit_cert_verify takes a certificate from storage or a peer, which no decoder has
+ * seen: n - f signed COMMITs for (v, seq, d) of one view, from distinct validators in
+ * ascending order, with valid signatures, and nothing else in the region (issue 12). */
+static void cert_of(pbft_wbuf *w, const uint16_t *senders, int k, const uint64_t *views,
+                    uint64_t seq, pbft_digest d)
+{
+    pbft_wbuf_reset(w);
+    for (int i = 0; i < k; i++)
+        embed_vote(w, PBFT_MSG_COMMIT, senders[i], views[i], seq, d);
+}
+
+static bool cert_ok(const pbft_wbuf *w, uint16_t count, uint64_t seq, pbft_digest d, uint64_t *view)
+{
+    pbft_list l = {count, {w->p, w->len}};
+    return pbft_commit_cert_verify(&l, 4, F.chain, (const uint8_t(*)[32])F.pk, seq, &d, view);
+}
+
+static void test_commit_cert_verify_checks_everything(void **state)
+{
+    (void)state;
+    pbft_wbuf w;
+    pbft_wbuf_init(&w, PBFT_MAX_MSG_BYTES);
+    const uint16_t s012[] = {0, 1, 2}, s0123[] = {0, 1, 2, 3}, s01[] = {0, 1}, s011[] = {0, 1, 1},
+                   s102[] = {1, 0, 2}, s013[] = {0, 1, 3};
+    const uint64_t v2[] = {2, 2, 2, 2}, vmix[] = {2, 2, 3};
+    uint64_t view = 0;
+    cert_of(&w, s012, 3, v2, 9, dig(9));
+    assert_true(cert_ok(&w, 3, 9, dig(9), &view));
+    assert_int_equal(view, 2);
+    cert_of(&w, s0123, 4, v2, 9, dig(9));
+    assert_true(cert_ok(&w, 4, 9, dig(9), &view)); /* all n */
+    cert_of(&w, s012, 3, v2, 9, dig(9));
+    assert_false(cert_ok(&w, 3, 8, dig(9), &view)); /* another height */
+    assert_false(cert_ok(&w, 3, 9, dig(8), &view)); /* another block */
+    assert_false(cert_ok(&w, 2, 9, dig(9), &view)); /* count below the region */
+    assert_false(cert_ok(&w, 4, 9, dig(9), &view)); /* count above it */
+    cert_of(&w, s01, 2, v2, 9, dig(9));
+    assert_false(cert_ok(&w, 2, 9, dig(9), &view)); /* f + 1 only */
+    cert_of(&w, s011, 3, v2, 9, dig(9));
+    assert_false(cert_ok(&w, 3, 9, dig(9), &view)); /* one signer twice */
+    cert_of(&w, s102, 3, v2, 9, dig(9));
+    assert_false(cert_ok(&w, 3, 9, dig(9), &view)); /* not ascending */
+    cert_of(&w, s012, 3, vmix, 9, dig(9));
+    assert_false(cert_ok(&w, 3, 9, dig(9), &view)); /* two views */
+    /* A signer outside the validator set: replica 3 when n = 3 (q = 3). */
+    cert_of(&w, s013, 3, v2, 9, dig(9));
+    pbft_list l3 = {3, {w.p, w.len}};
+    pbft_digest d9 = dig(9);
+    assert_true(
+        pbft_commit_cert_verify(&l3, 4, F.chain, (const uint8_t(*)[32])F.pk, 9, &d9, &view));
+    assert_false(
+        pbft_commit_cert_verify(&l3, 3, F.chain, (const uint8_t(*)[32])F.pk, 9, &d9, &view));
+    /* Any flipped byte of a valid certificate fails it. */
+    cert_of(&w, s012, 3, v2, 9, dig(9));
+    for (size_t i = 0; i < w.len; i++) {
+        w.p[i] ^= 0x01;
+        assert_false(cert_ok(&w, 3, 9, dig(9), &view));
+        w.p[i] ^= 0x01;
+    }
+    assert_true(cert_ok(&w, 3, 9, dig(9), &view));
+    /* Trailing bytes after the last element. */
+    pbft_put_u8(&w, 0);
+    assert_false(cert_ok(&w, 3, 9, dig(9), &view));
+    pbft_wbuf_free(&w);
+}
+
 static void test_wbuf_limit_sets_nomem(void **state)
 {
     (void)state;
@@ -1911,6 +1977,7 @@ int main(void)
         cmocka_unit_test(test_body_wrong_embedded_type_rejected),
         cmocka_unit_test(test_body_embedded_block_and_tx_checked),
         cmocka_unit_test(test_body_state_req_forms_checked),
+        cmocka_unit_test(test_commit_cert_verify_checks_everything),
         cmocka_unit_test(test_wbuf_limit_sets_nomem),
         cmocka_unit_test(test_wbuf_growth_keeps_bytes),
         cmocka_unit_test(test_wbuf_msg_end_signs_or_does_nothing),
