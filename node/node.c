@@ -53,7 +53,15 @@
  * alone would let a peer pin 16,384 frames of p2p.max_msg_bytes each. */
 #define NODE_FRAME_BYTES (256u << 20)
 #define NODE_MAX_WORKERS 16
-#define NODE_MAX_DEPTH 64 /* EXECUTED feedback rounds per event */
+#define NODE_MAX_DEPTH 64  /* EXECUTED feedback rounds per event */
+#define NODE_HEAD_CHECK 16 /* committed blocks checked at start (check_head) */
+/* Repair of committed blocks that failed their checks (node_read_block, repair_tick): at
+ * most this many heights wait at once (more are noticed again when read again), a request
+ * asks one peer for at most NODE_REPAIR_SPAN blocks from the lowest, and an unanswered one
+ * goes to the next peer after NODE_REPAIR_RETRY_MS. */
+#define NODE_REPAIR_MAX 64
+#define NODE_REPAIR_SPAN 16
+#define NODE_REPAIR_RETRY_MS 500
 /* Submit times of transactions taken through this node's RPC, for the commit-latency
  * histogram: a fixed table indexed by hash, where a newer entry overwrites an older one. */
 #define NODE_LAT_SLOTS 65536
@@ -197,6 +205,19 @@ struct node {
     /* Frames the verify workers dropped for the core's first reasons (atomics): added to the
      * core's counts in the status. */
     uint64_t pre_drops[PBFT_DROP__COUNT];
+    /* Committed blocks read back that failed their checks (node_read_block), atomics. */
+    uint64_t corrupt_reads;
+    uint64_t corrupt_lowest; /* lowest such height; 0: none */
+    /* Heights waiting to be fetched again from peers, ascending, under rpmu (RPC threads add
+     * to it through node_read_block); the rest is the loop's. */
+    pthread_mutex_t rpmu;
+    uint64_t rp_h[NODE_REPAIR_MAX];
+    size_t rp_n;
+    uint64_t rp_next_ms;  /* loop: when the next request may go */
+    uint16_t rp_peer;     /* loop: the peer asked last */
+    uint64_t rp_asked;    /* loop: requests sent */
+    uint64_t repaired;    /* blocks written again from a peer's proof (atomic) */
+    uint64_t rp_overflow; /* failed heights not queued at NODE_REPAIR_MAX (atomic) */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -779,11 +800,9 @@ static void serve(node *n, const pbft_serve *sv)
     pbft_state_reply_begin(&sr, n->pc.id, n->cfg.p2p_max_msg_bytes);
     for (uint64_t h = sv->from_seq; h <= sv->to_seq && h <= head; h++) {
         store_block_read b;
-        memset(&b, 0, sizeof b);
-        if (store_get_block(n->st, h, &b) != STORE_OK) {
-            store_block_read_free(&b);
-            break;
-        }
+        const char *why;
+        if (node_read_block(n, h, &b, &why) != STORE_OK)
+            break; /* never sent: what its certificate does not prove */
         bool want = memcmp(sv->d.b, zero.b, 32) == 0 || memcmp(sv->d.b, b.digest.b, 32) == 0;
         int rc = 0;
         if (want) {
@@ -887,6 +906,9 @@ static void update_status(node *n)
 }
 
 static void observe_loop(node *n);
+static bool rp_wants(node *n, uint64_t height, uint64_t *lowest, uint64_t *highest);
+static void repair_offer(node *n, const uint8_t *p, size_t len);
+static void repair_tick(node *n);
 
 static void *loop_main(void *arg)
 {
@@ -940,6 +962,10 @@ static void *loop_main(void *arg)
             pbft_event ev = {.now_ms = now_ms(n), .wall_ms = wall_ms()};
             if (evs[i].kind == EV_FRAME && evs[i].pre && n->mlog != NULL)
                 msglog_record(n, evs[i].p, evs[i].n);
+            uint64_t rp_lo = 0;
+            if (evs[i].kind == EV_FRAME && evs[i].n > 1 && evs[i].p[1] == PBFT_MSG_STATE_REP &&
+                (rp_wants(n, 0, &rp_lo, NULL), rp_lo != 0))
+                repair_offer(n, evs[i].p, evs[i].n); /* then the core, which drops it as stale */
             if (evs[i].kind == EV_FRAME) {
                 ev.kind = PBFT_EV_MESSAGE;
                 ev.u.msg.p = evs[i].p;
@@ -979,6 +1005,7 @@ static void *loop_main(void *arg)
         n->st_iters++;
         n->st_events += got;
         flush(n);
+        repair_tick(n);
         update_status(n);
         observe_loop(n);
         uint64_t t = now_ms(n);
@@ -1069,6 +1096,291 @@ void node_status_get(node *n, node_status *out)
 struct store *node_store(node *n)
 {
     return n->st;
+}
+
+/* block_proven: `block` decodes as the block at `height`, its transactions match its root,
+ * and `cert` holds n - f signed COMMITs for its digest (pbft_commit_cert_verify): the block
+ * is the committed one, whoever handed it over. Fills *d and *view. NULL, or what failed. */
+static const char *block_proven(node *n, uint64_t height, pbft_span block, const pbft_list *cert,
+                                pbft_digest *d, uint64_t *view)
+{
+    pbft_block blk;
+    if (pbft_block_decode(block.p, block.n, &blk) != PBFT_OK || blk.height != height)
+        return "the block does not decode as the block at its height";
+    int root = pbft_block_check_root(&blk, NULL);
+    if (root == PBFT_E_NOMEM)
+        return "out of memory checking the block"; /* refused too: not proven */
+    if (root != PBFT_OK)
+        return "the block's transactions do not match its transaction root";
+    pbft_block_digest(&blk, d);
+    if (!pbft_commit_cert_verify(cert, n->pc.n, n->pc.chain, (const uint8_t(*)[32])n->pc.pubkeys,
+                                 height, d, view))
+        return "the commit certificate does not prove the block";
+    return NULL;
+}
+
+/* prev_chain: the stored chain hash of block height - 1 (the genesis hash below 1), as
+ * stored: block_check compares the link, and a wrong predecessor fails its own check. */
+static int prev_chain(node *n, uint64_t height, pbft_digest *prev)
+{
+    if (height == 1) {
+        memcpy(prev->b, n->pc.genesis, 32);
+        return STORE_OK;
+    }
+    store_block_read p;
+    memset(&p, 0, sizeof p);
+    int rc = store_get_block(n->st, height - 1, &p);
+    memcpy(prev->b, p.chain.b, 32);
+    store_block_read_free(&p);
+    return rc;
+}
+
+static const char *block_check(node *n, uint64_t height, const store_block_read *b)
+{
+    if (b->height != height)
+        return "the block does not decode as the block at its height";
+    pbft_digest d;
+    uint64_t view;
+    pbft_list cert = {b->cert_count, {b->cert, b->cert_n}};
+    const char *why = block_proven(n, height, (pbft_span){b->block, b->block_n}, &cert, &d, &view);
+    if (why != NULL)
+        return why;
+    if (memcmp(d.b, b->digest.b, 32) != 0)
+        return "the block's digest is not the stored digest";
+    if (view != b->view)
+        return "the commit certificate's view is not the stored view";
+    pbft_digest prev, c;
+    if (prev_chain(n, height, &prev) != STORE_OK)
+        return "the block's predecessor cannot be read";
+    pbft_chain_next(&prev, &d, &c);
+    if (memcmp(c.b, b->chain.b, 32) != 0)
+        return "the block's chain hash does not follow from its predecessor's";
+    return NULL;
+}
+
+/* rp_add queues height for repair (any thread). */
+static void rp_add(node *n, uint64_t height)
+{
+    pthread_mutex_lock(&n->rpmu);
+    size_t i = 0;
+    while (i < n->rp_n && n->rp_h[i] < height)
+        i++;
+    if (i < n->rp_n && n->rp_h[i] == height) {
+        /* already waiting */
+    } else if (n->rp_n == NODE_REPAIR_MAX) {
+        __atomic_add_fetch(&n->rp_overflow, 1, __ATOMIC_RELAXED);
+    } else {
+        memmove(&n->rp_h[i + 1], &n->rp_h[i], (n->rp_n - i) * sizeof n->rp_h[0]);
+        n->rp_h[i] = height;
+        n->rp_n++;
+    }
+    pthread_mutex_unlock(&n->rpmu);
+}
+
+static bool rp_take(node *n, uint64_t height)
+{
+    pthread_mutex_lock(&n->rpmu);
+    bool had = false;
+    for (size_t i = 0; i < n->rp_n; i++)
+        if (n->rp_h[i] == height) {
+            memmove(&n->rp_h[i], &n->rp_h[i + 1], (n->rp_n - i - 1) * sizeof n->rp_h[0]);
+            n->rp_n--;
+            had = true;
+            break;
+        }
+    pthread_mutex_unlock(&n->rpmu);
+    return had;
+}
+
+static bool rp_wants(node *n, uint64_t height, uint64_t *lowest, uint64_t *highest)
+{
+    pthread_mutex_lock(&n->rpmu);
+    bool want = false;
+    for (size_t i = 0; i < n->rp_n && !want; i++)
+        want = n->rp_h[i] == height;
+    if (lowest != NULL)
+        *lowest = n->rp_n > 0 ? n->rp_h[0] : 0;
+    if (highest != NULL)
+        *highest = n->rp_n > 0 ? n->rp_h[n->rp_n - 1] : 0;
+    pthread_mutex_unlock(&n->rpmu);
+    return want;
+}
+
+int node_read_block(node *n, uint64_t height, store_block_read *out, const char **why)
+{
+    memset(out, 0, sizeof *out);
+    *why = NULL;
+    int rc = store_get_block(n->st, height, out);
+    uint64_t head = 0;
+    if (rc == STORE_OK)
+        *why = block_check(n, height, out);
+    else if (rc == STORE_E_CORRUPT)
+        *why = "the stored value does not have the block record's shape";
+    else if (rc == STORE_E_IO)
+        *why = "the store could not read it (a RocksDB checksum or I/O error)";
+    else if (rc == STORE_E_NOTFOUND && height > 0 &&
+             store_head(n->st, &head, NULL, NULL) == STORE_OK && height <= head)
+        *why = "it is missing, though at or below the head";
+    if (*why == NULL)
+        return rc;
+    store_block_read_free(out);
+    memset(out, 0, sizeof *out);
+    uint64_t k = __atomic_add_fetch(&n->corrupt_reads, 1, __ATOMIC_RELAXED);
+    uint64_t low = __atomic_load_n(&n->corrupt_lowest, __ATOMIC_RELAXED);
+    while ((low == 0 || height < low) &&
+           !__atomic_compare_exchange_n(&n->corrupt_lowest, &low, height, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+    rp_add(n, height);
+    if (k <= 16 || (k & (k - 1)) == 0) /* the first ones, then at powers of two */
+        log_msg(LOG_ERROR,
+                "storage: committed block %llu failed its check (%s): not served, fetched "
+                "again from peers; %llu such reads since start",
+                (unsigned long long)height, *why, (unsigned long long)k);
+    return STORE_E_CORRUPT;
+}
+
+/* repair_offer takes a peer's STATE-REPLY frame (loop thread, before the core sees it) and
+ * writes again every block in it that waits for repair and is proven: by its certificate,
+ * and by its chain link to the verified predecessor [TOCS §5.3.2: state is fetched with the
+ * proof that makes it trustworthy, whoever sends it]. The stored app hash is kept where the
+ * old record still has its shape (it has no proof yet: issue 15's state root), else zero. */
+static void repair_offer(node *n, const uint8_t *p, size_t len)
+{
+    pbft_env e;
+    pbft_state_rep rep;
+    if (pbft_frame_decode(p, len, &e) != PBFT_OK || e.type != PBFT_MSG_STATE_REP ||
+        pbft_state_rep_decode(e.body, &rep) != PBFT_OK)
+        return; /* the core counts it */
+    size_t off = 0;
+    pbft_span blk;
+    pbft_list cert;
+    while (pbft_state_rep_next(&rep, &off, &blk, &cert)) {
+        if (blk.n < PBFT_BLOCK_HEADER_BYTES)
+            continue;
+        pbft_block b;
+        if (pbft_block_decode(blk.p, blk.n, &b) != PBFT_OK || !rp_wants(n, b.height, NULL, NULL))
+            continue;
+        uint64_t h = b.height;
+        pbft_digest d, prev;
+        uint64_t view;
+        const char *why = block_proven(n, h, blk, &cert, &d, &view);
+        store_block_read pb;
+        const char *pwhy = NULL;
+        if (why != NULL) {
+            log_msg(LOG_WARN, "storage repair: replica %u sent block %llu that is not proven (%s)",
+                    e.sender, (unsigned long long)h, why);
+            continue;
+        }
+        if (h > 1) {
+            if (node_read_block(n, h - 1, &pb, &pwhy) != STORE_OK)
+                continue; /* the predecessor first: it is queued now, and lower */
+            prev = pb.chain;
+            store_block_read_free(&pb);
+        } else {
+            memcpy(prev.b, n->pc.genesis, 32);
+        }
+        store_block_read old;
+        memset(&old, 0, sizeof old);
+        store_block sb;
+        memset(&sb, 0, sizeof sb);
+        if (store_get_block(n->st, h, &old) == STORE_OK)
+            memcpy(sb.app_hash, old.app_hash, 32);
+        store_block_read_free(&old);
+        sb.height = h;
+        sb.view = view;
+        sb.digest = d;
+        pbft_chain_next(&prev, &d, &sb.chain);
+        sb.block = blk;
+        sb.cert = cert;
+        store_batch *wb = store_batch_new();
+        char err[512];
+        if (wb == NULL) {
+            store_batch_free(wb);
+            continue;
+        }
+        store_batch_block_repair(wb, &sb);
+        int rc = store_write(n->st, wb, true, err, sizeof err);
+        store_batch_free(wb);
+        if (rc != STORE_OK) {
+            char msg[900];
+            snprintf(msg, sizeof msg,
+                     "committed block %llu cannot be written again (%s). Remedy: move this node's "
+                     "data directory aside and start again, so that it fetches the chain by "
+                     "state transfer (docs/operations.md, \"Durability and recovery\")",
+                     (unsigned long long)h, err);
+            fatal(n, "storage repair", msg);
+        }
+        rp_take(n, h);
+        __atomic_add_fetch(&n->repaired, 1, __ATOMIC_RELAXED);
+        log_msg(LOG_WARN,
+                "storage repair: committed block %llu written again from replica %u's "
+                "copy and its commit certificate",
+                (unsigned long long)h, e.sender);
+        n->rp_next_ms = 0; /* the next one at once */
+    }
+}
+
+/* repair_tick asks one peer at a time for the blocks waiting for repair, from the lowest, and
+ * another peer after NODE_REPAIR_RETRY_MS. A waiting block that now passes its checks (its
+ * predecessor was the one at fault) leaves the queue without a fetch. Loop thread. */
+static void repair_tick(node *n)
+{
+    uint64_t lo, hi;
+    for (;;) {
+        rp_wants(n, 0, &lo, &hi);
+        if (lo == 0)
+            return;
+        store_block_read b;
+        memset(&b, 0, sizeof b);
+        bool fine = store_get_block(n->st, lo, &b) == STORE_OK && block_check(n, lo, &b) == NULL;
+        store_block_read_free(&b);
+        if (!fine)
+            break;
+        rp_take(n, lo);
+        log_msg(LOG_INFO, "storage repair: committed block %llu passes its checks again",
+                (unsigned long long)lo);
+    }
+    uint64_t t = now_ms(n);
+    if (t < n->rp_next_ms || n->pc.n < 2)
+        return;
+    uint64_t to = hi - lo + 1 > NODE_REPAIR_SPAN ? lo + NODE_REPAIR_SPAN - 1 : hi;
+    n->rp_peer = (uint16_t)((n->rp_peer + 1) % n->pc.n);
+    if (n->rp_peer == n->pc.id)
+        n->rp_peer = (uint16_t)((n->rp_peer + 1) % n->pc.n);
+    pbft_wbuf w;
+    pbft_wbuf_init(&w, 256);
+    size_t start = pbft_msg_begin(&w, PBFT_MSG_STATE_REQ, n->pc.id);
+    pbft_put_u64(&w, lo);
+    pbft_put_u64(&w, to);
+    static const uint8_t zero[32];
+    pbft_put_bytes(&w, zero, 32);
+    pbft_msg_end(&w, start, n->pc.chain, n->pc.sk);
+    pbft_put_attach(&w, NULL, 0);
+    if (w.err == 0)
+        transport_send(n->tp, n->rp_peer, w.p, w.len);
+    pbft_wbuf_free(&w);
+    n->rp_asked++;
+    if (n->rp_asked <= 4 || (n->rp_asked & (n->rp_asked - 1)) == 0)
+        log_msg(LOG_INFO,
+                "storage repair: asked replica %u for committed blocks %llu..%llu (%llu "
+                "requests so far)",
+                n->rp_peer, (unsigned long long)lo, (unsigned long long)to,
+                (unsigned long long)n->rp_asked);
+    n->rp_next_ms = t + NODE_REPAIR_RETRY_MS;
+}
+
+void node_corrupt(node *n, node_corruption *out)
+{
+    memset(out, 0, sizeof *out);
+    out->reads = __atomic_load_n(&n->corrupt_reads, __ATOMIC_RELAXED);
+    out->lowest = __atomic_load_n(&n->corrupt_lowest, __ATOMIC_RELAXED);
+    out->repaired = __atomic_load_n(&n->repaired, __ATOMIC_RELAXED);
+    out->overflow = __atomic_load_n(&n->rp_overflow, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&n->rpmu);
+    out->pending = n->rp_n;
+    out->lowest_pending = n->rp_n > 0 ? n->rp_h[0] : 0;
+    pthread_mutex_unlock(&n->rpmu);
 }
 
 const genesis *node_genesis(node *n)
@@ -1202,6 +1514,22 @@ void node_metrics(node *n, mtext *t)
                  "Inbound peer connections closed by the transport on a receive error, before "
                  "the node saw the frame: one over p2p.max_msg_bytes, or cut short.",
                  (double)ls.rx_errors);
+    node_corruption cr;
+    node_corrupt(n, &cr);
+    mtext_metric(t, "pbft_storage_corrupt_reads_total", "counter",
+                 "Reads of a committed block that failed their checks (digest, certificate, "
+                 "chain link, record shape, RocksDB checksum, missing): refused, never served.",
+                 (double)cr.reads);
+    mtext_metric(t, "pbft_storage_corrupt_lowest_height", "gauge",
+                 "The lowest height whose stored block failed its checks since start (0: none).",
+                 (double)cr.lowest);
+    mtext_metric(t, "pbft_storage_repaired_total", "counter",
+                 "Committed blocks written again from a peer's copy, proven by its commit "
+                 "certificate and chain link.",
+                 (double)cr.repaired);
+    mtext_metric(t, "pbft_storage_repair_pending", "gauge",
+                 "Committed blocks that failed their checks and wait to be fetched again.",
+                 (double)cr.pending);
     mtext_metric(t, "pbft_peers", "gauge", "Other validators.", (double)(n->pc.n - 1));
     mtext_metric(t, "pbft_peers_connected", "gauge", "Other validators with a connection up.",
                  (double)s.peers_connected);
@@ -1485,6 +1813,45 @@ static int id_addrs(node *n, const char *home, const char *key, const char *spec
     return 0;
 }
 
+/* check_head reads the last NODE_HEAD_CHECK committed blocks back through node_read_block
+ * before the replica starts on them (docs/operations.md, "Durability and recovery"). One
+ * below the head that fails is queued for repair from peers, and the start goes on: the core
+ * does not read it. The head block is what the head record and the core's restored state rest
+ * on, so a head block that fails, or whose chain hash is not the head record's, stops the
+ * start with the height and the remedy. */
+static int check_head(node *n, uint64_t height, const pbft_digest *chain, char *err, size_t errlen)
+{
+    uint64_t from = height > NODE_HEAD_CHECK ? height - NODE_HEAD_CHECK + 1 : 1;
+    for (uint64_t h = from; h <= height; h++) {
+        store_block_read b;
+        const char *why;
+        int rc = node_read_block(n, h, &b, &why);
+        if (why == NULL)
+            why = store_strerror(rc);
+        bool ok = rc == STORE_OK && (h < height || memcmp(b.chain.b, chain->b, 32) == 0);
+        if (rc == STORE_OK && !ok)
+            why = "its chain hash is not the head record's";
+        store_block_read_free(&b);
+        if (!ok && h < height) {
+            log_msg(LOG_WARN,
+                    "committed block %llu (of head %llu) failed its check at start (%s): "
+                    "starting, and fetching it again from peers",
+                    (unsigned long long)h, (unsigned long long)height, why);
+            continue;
+        }
+        if (!ok) {
+            snprintf(err, errlen,
+                     "the head block %llu failed its check at start: %s. "
+                     "Remedy: move this node's data directory aside (keep it for inspection) "
+                     "and start again; the replica then fetches the chain from its peers by "
+                     "state transfer (docs/operations.md, \"Durability and recovery\")",
+                     (unsigned long long)h, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int node_open(const node_options *o, node **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1499,6 +1866,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     clock_gettime(CLOCK_MONOTONIC, &n->t0);
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->mmu, NULL);
+    pthread_mutex_init(&n->rpmu, NULL);
     for (int i = 0; i < NODE_TXC_STRIPES; i++)
         pthread_mutex_init(&n->txc_mu[i], NULL);
     pthread_cond_init(&n->cv, NULL);
@@ -1613,6 +1981,8 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     }
     int64_t free_now = free_mib(path);
     config_resolve(o->home, n->cfg.data_dir, "/db", path, sizeof path);
+    char dbpath[sizeof path];
+    memcpy(dbpath, path, sizeof path);
     int len = snprintf(open_abort_msg, sizeof open_abort_msg,
                        "\npbftd: RocksDB stopped on an assertion while opening %s, with %lld MiB "
                        "free on its filesystem; nothing committed is lost (every batch was "
@@ -1659,15 +2029,26 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     pbft_digest chain;
     uint8_t sapp[32];
     if (store_head(n->st, &height, &chain, sapp) != STORE_OK) {
-        snprintf(err, errlen, "%s: cannot read the head block", path);
+        snprintf(err, errlen,
+                 "%s: cannot read the head record; refusing to start. Remedy: see "
+                 "docs/operations.md, \"Durability and recovery\"",
+                 dbpath);
         goto fail;
     }
     if (height == 0)
         memcpy(chain.b, n->pc.genesis, 32);
+    if (check_head(n, height, &chain, err, errlen) != 0)
+        goto fail;
     pbft_replica_restore_executed(n->r, height, &chain, app);
     struct restore_ctx rc = {n->r, 0};
-    if (store_each_record(n->st, restore_one, &rc) != STORE_OK) {
-        snprintf(err, errlen, "%s: a consensus record is corrupt; refusing to start", path);
+    int rrc = store_each_record(n->st, restore_one, &rc);
+    if (rrc != STORE_OK) {
+        snprintf(err, errlen,
+                 "%s: consensus record %llu is corrupt (%s); refusing to start. Remedy: see "
+                 "docs/operations.md, \"Durability and recovery\"",
+                 dbpath, (unsigned long long)rc.n + (rrc == -1 ? 0 : 1),
+                 rrc == -1 ? "it does not decode as the record its key names"
+                           : "the store cannot read it: a RocksDB checksum or I/O error");
         goto fail;
     }
     n->exec_height = n->durable_height = height;
@@ -1990,6 +2371,7 @@ int node_close(node *n)
     for (int i = 0; i < NODE_TXC_STRIPES; i++)
         pthread_mutex_destroy(&n->txc_mu[i]);
     pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->rpmu);
     pthread_mutex_destroy(&n->mmu);
     pthread_cond_destroy(&n->cv);
     pthread_cond_destroy(&n->vcv);

@@ -23,6 +23,7 @@
 
 #include "consensus/replica.h"
 #include "node/config.h"
+#include "storage/store.h"
 
 typedef struct node node;
 
@@ -98,11 +99,32 @@ void node_status_get(node *n, node_status *out);
 int node_submit(node *n, const uint8_t *tx, size_t len, bool wait);
 
 /* Accessors for the RPC layer. The store is thread-safe for reads. */
-struct store;
 struct store *node_store(node *n);
 const genesis *node_genesis(node *n);
 const node_config *node_cfg(node *n);
 int node_account(node *n, const uint8_t pk[32], uint64_t *balance, uint64_t *nonce);
+
+/* node_read_block reads committed block `height` and checks it before anything is served
+ * from it (issue 12; docs/operations.md, "Durability and recovery"): the block decodes and
+ * is the one at that height; its transactions match its root; its digest is the stored digest; its
+ * chain hash follows from its predecessor's (the genesis hash below height 1); its certificate
+ * holds n - f signed COMMITs for it from distinct validators (pbft_commit_cert_verify). Returns
+ * STORE_OK with *out filled, STORE_E_NOTFOUND (or another store error), or STORE_E_CORRUPT with
+ * *why naming the failed check: the read is then counted (node_corrupt) and *out is released.
+ * Thread-safe. */
+int node_read_block(node *n, uint64_t height, store_block_read *out, const char **why);
+/* What node_read_block found since start, and the repair of it: a block that fails is
+ * queued, fetched again from peers with its certificate and written back (node.c,
+ * repair_offer). */
+typedef struct {
+    uint64_t reads;          /* reads that failed their checks */
+    uint64_t lowest;         /* the lowest height that failed (0: none) */
+    uint64_t repaired;       /* blocks written again from a peer's proven copy */
+    uint64_t overflow;       /* failed heights not queued: the queue was full */
+    size_t pending;          /* blocks waiting for repair now */
+    uint64_t lowest_pending; /* the lowest of them (0: none) */
+} node_corruption;
+void node_corrupt(node *n, node_corruption *out);
 
 /* One peer's connection state, as the transport reports it (net_info). */
 typedef struct {

@@ -439,6 +439,10 @@ int store_open(const char *path, const uint8_t chain[32], store **out, char *err
         set_err(err, errlen, "%s: out of memory", path);
         return STORE_E_NOMEM;
     }
+    /* Every read checks the checksums of the SST blocks it touches (RocksDB's default, set
+     * here so that no change of default can turn it off): a flipped byte in a file is then a
+     * read error, which node_read_block counts and repairs, never a wrong value. */
+    rocksdb_readoptions_set_verify_checksums(s->ropts, 1);
     rocksdb_writeoptions_set_sync(s->wsync, 1);
     rocksdb_writeoptions_set_sync(s->wnosync, 0);
 
@@ -667,7 +671,33 @@ void store_batch_persist(store_batch *b, const pbft_persist *p)
     b->count++;
 }
 
+static void batch_block(store_batch *b, const store_block *blk, bool head_too);
+
 void store_batch_block(store_batch *b, const store_block *blk)
+{
+    batch_block(b, blk, true);
+}
+
+void store_batch_block_repair(store_batch *b, const store_block *blk)
+{
+    batch_block(b, blk, false);
+}
+
+store_block store_block_of(const store_block_read *r)
+{
+    store_block b;
+    memset(&b, 0, sizeof b);
+    b.height = r->height;
+    b.view = r->view;
+    b.digest = r->digest;
+    b.chain = r->chain;
+    memcpy(b.app_hash, r->app_hash, 32);
+    b.block = (pbft_span){r->block, r->block_n};
+    b.cert = (pbft_list){r->cert_count, {r->cert, r->cert_n}};
+    return b;
+}
+
+static void batch_block(store_batch *b, const store_block *blk, bool head_too)
 {
     if (b == NULL || blk == NULL) {
         return;
@@ -710,6 +740,10 @@ void store_batch_block(store_batch *b, const store_block *blk)
         return;
     }
 
+    if (!head_too) {
+        b->count++;
+        return;
+    }
     /* head: the caller adds blocks in height order, so the last one added is the highest
      * (within one batch a later put of the same key wins). */
     uint8_t head[HEAD_BYTES];
@@ -1023,5 +1057,37 @@ int store_state_get(store *s, const uint8_t *k, size_t kn, uint8_t **v, size_t *
     }
     *v = copy;
     *vn = n;
+    return STORE_OK;
+}
+
+int store_flush(store *s, char *err, size_t errlen)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    if (fo == NULL) {
+        set_err(err, errlen, "%s: out of memory", s->path);
+        return STORE_E_NOMEM;
+    }
+    rocksdb_flushoptions_set_wait(fo, 1);
+    int rc = STORE_OK;
+    for (int i = 0; i < CF__COUNT && rc == STORE_OK; i++) {
+        char *rerr = NULL;
+        rocksdb_flush_cf(s->db, fo, s->cf[i], &rerr);
+        if (rerr != NULL)
+            rc = rocks_fail(rerr, s->path, "flush", err, errlen);
+    }
+    rocksdb_flushoptions_destroy(fo);
+    return rc;
+}
+
+int store_each_sst(store *s, store_sst_fn fn, void *ctx)
+{
+    const rocksdb_livefiles_t *lf = rocksdb_livefiles(s->db);
+    if (lf == NULL)
+        return STORE_E_NOMEM;
+    int k = rocksdb_livefiles_count(lf);
+    for (int i = 0; i < k; i++)
+        fn(ctx, rocksdb_livefiles_column_family_name(lf, i), rocksdb_livefiles_name(lf, i),
+           rocksdb_livefiles_size(lf, i));
+    rocksdb_livefiles_destroy(lf);
     return STORE_OK;
 }

@@ -91,6 +91,12 @@ bool store_batch_failed(const store_batch *b);
  * the seq in key (one DeleteRange). */
 void store_batch_persist(store_batch *b, const pbft_persist *p);
 void store_batch_block(store_batch *b, const store_block *blk);
+/* store_batch_block_repair writes a committed block again in place (its block, certificate
+ * and digest index) without touching the head record: a block fetched from peers to replace
+ * one that failed its checks (node/node.c, repair). */
+void store_batch_block_repair(store_batch *b, const store_block *blk);
+/* store_block_of views a block read back as one to write (borrowing r's memory). */
+store_block store_block_of(const store_block_read *r);
 void store_batch_tx(store_batch *b, const pbft_digest *tx_hash, uint64_t height, uint32_t index,
                     uint8_t code);
 void store_batch_state_put(store_batch *b, const uint8_t *k, size_t kn, const uint8_t *v,
@@ -99,6 +105,14 @@ void store_batch_state_del(store_batch *b, const uint8_t *k, size_t kn);
 
 /* store_write applies the batch atomically; sync = fsync the WAL before returning. */
 int store_write(store *s, store_batch *b, bool sync, char *err, size_t errlen);
+
+/* store_flush writes every column family's memtable to SST files and waits (pbft-tamper:
+ * so that the corruption tests have SST files to flip bytes in). */
+int store_flush(store *s, char *err, size_t errlen);
+/* store_each_sst calls fn for every live SST file: its column family, its name (relative to
+ * the database directory, with a leading '/') and size. */
+typedef void (*store_sst_fn)(void *ctx, const char *cf, const char *name, size_t size);
+int store_each_sst(store *s, store_sst_fn fn, void *ctx);
 
 /* Reads. */
 

@@ -128,6 +128,8 @@ except OSError as e:
 if top < 1:
     sys.exit("no blocks to compare")
 ref = {}
+app = {}
+unknown = 0
 for u in urls:
     for lo in range(1, top + 1, 100):
         batch = [{"jsonrpc": "2.0", "id": h, "method": "block", "params": {"height": str(h)}}
@@ -136,10 +138,16 @@ for u in urls:
             b = r.get("result")
             if b is None:
                 sys.exit("%s has no block %s" % (u, r.get("id")))
-            got = (b["chain_hash"], b["app_hash"])
-            if ref.setdefault(int(b["height"]), got) != got:
-                sys.exit("nodes disagree at height %s (%s)" % (b["height"], u))
-print(top)
+            h = int(b["height"])
+            if ref.setdefault(h, b["chain_hash"]) != b["chain_hash"]:
+                sys.exit("nodes disagree at height %s (%s)" % (h, u))
+            # null: an app hash lost with an unreadable record and not made up by the
+            # repair (docs/operations.md, "Durability and recovery")
+            if b["app_hash"] is None:
+                unknown += 1
+            elif app.setdefault(h, b["app_hash"]) != b["app_hash"]:
+                sys.exit("nodes disagree on the app hash at height %s (%s)" % (h, u))
+print(top if unknown == 0 else "%d (%d app hashes unknown after a repair)" % (top, unknown))
 PY
     ) || fail "same_chain: $out"
     log "identical chain and app hashes at heights 1..$out on nodes $*"
