@@ -4061,6 +4061,15 @@ static uint64_t key_u64(const uint8_t *p)
     return v;
 }
 
+/* restored_sig_ok: a signed message read back from our own records still carries a valid
+ * signature of a validator. Every one was verified (or signed) before it was persisted, so a
+ * failure is corruption at rest, and the record is refused: resending it would only make
+ * every peer drop it, and a vote we cannot re-send is a promise we cannot show (issue 12). */
+static bool restored_sig_ok(pbft_replica *r, const pbft_env *e)
+{
+    return e->sender < r->c.n && verify_env(r, e, false);
+}
+
 int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_BYTES],
                                 const uint8_t *value, size_t n)
 {
@@ -4078,7 +4087,8 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
         r->in_vc = value[8] != 0;
         if (r->in_vc) {
             pbft_env e;
-            if (pbft_signed_decode(value + 13, vn, PBFT_MSG_VIEWCHANGE, &e) != PBFT_OK)
+            if (pbft_signed_decode(value + 13, vn, PBFT_MSG_VIEWCHANGE, &e) != PBFT_OK ||
+                !restored_sig_ok(r, &e))
                 return -1;
             free(r->my_vc);
             r->my_vc = dup_bytes(r, value + 13, vn);
@@ -4124,7 +4134,7 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
         pbft_env e;
         pbft_vote v;
         if (pbft_signed_decode(value + 4, ppn, PBFT_MSG_PREPREPARE, &e) != PBFT_OK ||
-            pbft_vote_decode(e.body, &v) != PBFT_OK)
+            pbft_vote_decode(e.body, &v) != PBFT_OK || !restored_sig_ok(r, &e))
             return -1;
         uint8_t *c = dup_bytes(r, value, n);
         if (c == NULL)
@@ -4139,7 +4149,8 @@ int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_
     }
     pbft_env e;
     pbft_vote v;
-    if (pbft_frame_decode(value, n, &e) != PBFT_OK || pbft_vote_decode(e.body, &v) != PBFT_OK)
+    if (pbft_frame_decode(value, n, &e) != PBFT_OK || pbft_vote_decode(e.body, &v) != PBFT_OK ||
+        !restored_sig_ok(r, &e))
         return -1;
     if (e.type == PBFT_MSG_PREPREPARE) {
         if (s->has_pp && s->pp_view > v.view)

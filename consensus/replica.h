@@ -225,8 +225,10 @@ void pbft_replica_free(pbft_replica *r);
 
 /* Restart. Before pbft_replica_start, a restarted replica is given back (a) the height and
  * chain hash of the last block its store executed, and (b) every record it persisted, in key
- * order. Records are trusted (they came from our own disk). Returns 0, or -1 if a record is
- * corrupt (the driver should refuse to start). */
+ * order. Records came from our own disk, but are checked: each decodes as its key's kind,
+ * and every signed message in one still verifies (a pre-prepare, a prepare, a commit, our
+ * VIEW-CHANGE; the PREPAREs inside a prepared certificate are not re-verified). Returns 0, or
+ * -1 if a record is corrupt (the driver should refuse to start). */
 int pbft_replica_restore_executed(pbft_replica *r, uint64_t seq, const pbft_digest *chain,
                                   const uint8_t app_hash[32]);
 int pbft_replica_restore_record(pbft_replica *r, const uint8_t key[PBFT_REC_KEY_BYTES],

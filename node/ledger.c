@@ -378,7 +378,10 @@ int ledger_open(store *s, const genesis *g, ledger **out, uint8_t app_hash[32], 
         }
     } else if (rc != STORE_OK) {
         free(l);
-        snprintf(err, errlen, "ledger: reading the genesis marker: %s", store_strerror(rc));
+        snprintf(err, errlen,
+                 "ledger: reading the genesis marker: %s; refusing to start. Remedy: see "
+                 "docs/operations.md, \"Durability and recovery\"",
+                 store_strerror(rc));
         return rc;
     } else {
         bool same = mn == 32 && memcmp(marker, g->hash, 32) == 0;
@@ -397,7 +400,10 @@ int ledger_open(store *s, const genesis *g, ledger **out, uint8_t app_hash[32], 
     rc = store_head(s, &height, &chain, app);
     if (rc != STORE_OK) {
         free(l);
-        snprintf(err, errlen, "ledger: reading the head block: %s", store_strerror(rc));
+        snprintf(err, errlen,
+                 "ledger: reading the head block: %s; refusing to start. Remedy: see "
+                 "docs/operations.md, \"Durability and recovery\"",
+                 store_strerror(rc));
         return rc;
     }
     if (height == 0) {

@@ -1999,6 +1999,12 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     sigaction(SIGABRT, &sa_old, NULL);
     if (src != STORE_OK) {
         disk_full = no_space(err);
+        size_t el = strnlen(err, errlen);
+        if (!disk_full && (src == STORE_E_CORRUPT || strstr(err, "Corruption") != NULL) &&
+            el + 1 < errlen)
+            snprintf(err + el, errlen - el,
+                     "; refusing to start. Remedy: see docs/operations.md, \"Durability and "
+                     "recovery\"");
         goto fail;
     }
     uint8_t app[32];
@@ -2043,12 +2049,15 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     struct restore_ctx rc = {n->r, 0};
     int rrc = store_each_record(n->st, restore_one, &rc);
     if (rrc != STORE_OK) {
-        snprintf(err, errlen,
-                 "%s: consensus record %llu is corrupt (%s); refusing to start. Remedy: see "
-                 "docs/operations.md, \"Durability and recovery\"",
-                 dbpath, (unsigned long long)rc.n + (rrc == -1 ? 0 : 1),
-                 rrc == -1 ? "it does not decode as the record its key names"
-                           : "the store cannot read it: a RocksDB checksum or I/O error");
+        snprintf(
+            err, errlen,
+            "%s: consensus record %llu is corrupt (%s); refusing to start. Remedy: see "
+            "docs/operations.md, \"Durability and recovery\"",
+            dbpath, (unsigned long long)rc.n + (rrc == -1 ? 0 : 1),
+            rrc == -1
+                ? "it does not decode as the record its key names, or a signature in it does not "
+                  "verify"
+                : "the store cannot read it: a RocksDB checksum or I/O error");
         goto fail;
     }
     n->exec_height = n->durable_height = height;

@@ -368,15 +368,20 @@ static json_t *block_json(const store_block_read *b)
 /* read_height_param reads the block at params.height (the latest durable block without it);
  * on error sets the JSON-RPC code and message. b must be freed by the caller on success. */
 /* corrupt_error: a committed block this replica holds failed its checks (node_read_block),
- * so it is not served: the client is told which and to ask another replica. */
+ * or an index entry could not be read (height 0), so it is not served: the client is told
+ * which and to ask another replica. */
 static int corrupt_error(uint64_t height, const char *why, json_t **result, int *code,
                          const char **msg)
 {
     *code = RPC_STORAGE_CORRUPT;
-    *msg = "this replica's stored block failed its integrity check and is not served until "
-           "it is fetched again from peers; ask another replica meanwhile";
+    *msg = height > 0 ? "this replica's stored block failed its integrity check and is not "
+                        "served until it is fetched again from peers; ask another replica "
+                        "meanwhile"
+                      : "this replica's stored index failed its integrity check and is not "
+                        "served; ask another replica";
     json_t *d = json_object();
-    json_object_set_new(d, "height", u64_json(height));
+    if (height > 0)
+        json_object_set_new(d, "height", u64_json(height));
     json_object_set_new(d, "check", json_string(why));
     *result = d;
     return -1;
@@ -427,7 +432,13 @@ static int m_tx(struct node *n, json_t *params, json_t **result, int *code, cons
     uint64_t height;
     uint32_t index;
     uint8_t rc8;
-    if (store_get_tx(node_store(n), &h, &height, &index, &rc8) != STORE_OK) {
+    int irc = store_get_tx(node_store(n), &h, &height, &index, &rc8);
+    if (irc != STORE_OK && irc != STORE_E_NOTFOUND)
+        return corrupt_error(0,
+                             "the transaction index cannot be read (a RocksDB checksum or I/O "
+                             "error, or a value of the wrong shape)",
+                             result, code, msg);
+    if (irc != STORE_OK) {
         *code = RPC_NOT_FOUND;
         *msg = "unknown transaction (not committed, or never seen)";
         return -1;
@@ -478,6 +489,11 @@ static int m_block_by_hash(struct node *n, json_t *params, json_t **result, int 
     store_block_read b;
     const char *why;
     int rc = store_get_height_by_digest(node_store(n), &d, &h);
+    if (rc != STORE_OK && rc != STORE_E_NOTFOUND)
+        return corrupt_error(0,
+                             "the digest index cannot be read (a RocksDB checksum or I/O "
+                             "error, or a value of the wrong shape)",
+                             result, code, msg);
     if (rc == STORE_OK)
         rc = node_read_block(n, h, &b, &why);
     if (rc == STORE_E_CORRUPT)

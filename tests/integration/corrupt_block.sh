@@ -155,8 +155,86 @@ fi
 rm -rf "$DB"
 cp -a "$DIR/db.orig" "$DB"
 
-# The consensus records: the replica's own votes, which it may not forget silently. A start
-# on a flipped one refuses; the documented remedy (the data directory moved aside) works.
+# The indexes and the state: nothing proves them yet (issue 15), so an unreadable entry is an
+# error (-32012, or -32603 for state), never an answer that differs from node0's. A block
+# executed over an unreadable entry stops the replica (fatal, status 2): also a refusal.
+: >"$NET/node3/pbftd.log"
+flip hashes
+flip txindex
+node_start 3
+if started_or_refused; then
+    top3=$(height 3)
+    bad=0
+    for k in $(seq 1 "$top3"); do
+        d=$(call 0 block "{\"height\":\"$k\"}" | field digest)
+        a=$(call 3 block_by_hash "[\"$d\"]")
+        if [ "$(echo "$a" | code_of)" = 0 ]; then
+            [ "$(echo "$a" | field digest)" = "$d" ] || fail "block_by_hash $d: another block"
+        else
+            [ "$(echo "$a" | code_of)" = -32012 ] || fail "block_by_hash $d: $a"
+            bad=$((bad + 1))
+        fi
+    done
+    for h in "${txs[@]}"; do
+        a=$(call 3 tx "{\"hash\":\"$h\"}")
+        if [ "$(echo "$a" | code_of)" = 0 ]; then
+            [ "$(echo "$a" | field height)" = "$(call 0 tx "{\"hash\":\"$h\"}" | field height)" ] ||
+                fail "tx $h: another height"
+        else
+            [ "$(echo "$a" | code_of)" = -32012 ] || fail "tx $h: $a"
+            bad=$((bad + 1))
+        fi
+    done
+    for i in $(seq 0 7); do
+        a3=$(cli 3 --json account --key "$NET/accounts/account$i.json" 2>/dev/null) || {
+            bad=$((bad + 1))
+            continue
+        }
+        [ "$a3" = "$(cli 0 --json account --key "$NET/accounts/account$i.json")" ] ||
+            fail "account $i differs from node0's: $a3"
+    done
+    log "flipped indexes: $bad answers refused, none wrong"
+    if kill -0 "$(cat "$NET/node3/pbftd.pid")" 2>/dev/null; then stop_clean 10 3; fi
+fi
+rm -f "$NET/node3/pbftd.pid"
+rm -rf "$DB"
+cp -a "$DIR/db.orig" "$DB"
+: >"$NET/node3/pbftd.log"
+flip state
+node_start 3
+if started_or_refused; then
+    for i in $(seq 0 7); do
+        a3=$(cli 3 --json account --key "$NET/accounts/account$i.json" 2>/dev/null) || continue
+        [ "$a3" = "$(cli 0 --json account --key "$NET/accounts/account$i.json")" ] ||
+            fail "account $i differs from node0's: $a3"
+    done
+    if kill -0 "$(cat "$NET/node3/pbftd.pid")" 2>/dev/null; then stop_clean 10 3; fi
+fi
+rm -f "$NET/node3/pbftd.pid"
+rm -rf "$DB"
+cp -a "$DIR/db.orig" "$DB"
+
+# The meta column family (schema, chain, head record): the start refuses.
+: >"$NET/node3/pbftd.log"
+flip default
+node_start 3
+! started_or_refused || fail "node3 started on a flipped meta file"
+rm -rf "$DB"
+cp -a "$DIR/db.orig" "$DB"
+
+# The consensus records: the replica's own votes, which it may not forget silently. A
+# rewritten record refuses the start, whether the byte breaks its shape or its signature.
+for w in record record-sig; do
+    : >"$NET/node3/pbftd.log"
+    tamper --what "$w"
+    node_start 3
+    ! started_or_refused || fail "node3 started on a consensus record rewritten ($w)"
+    grep -q "consensus record [0-9]* is corrupt" "$NET/node3/pbftd.log" || fail "$w: no record named"
+    rm -rf "$DB"
+    cp -a "$DIR/db.orig" "$DB"
+done
+# Flipped SST bytes in them refuse the start too; the documented remedy (the data directory
+# moved aside) works.
 : >"$NET/node3/pbftd.log"
 flip consensus
 node_start 3

@@ -2,12 +2,15 @@
  * tamper.c - pbft-tamper: rewrites one committed block of a stopped replica's database, for
  * the corruption tests (issue 12; tests/integration/corrupt_block.sh). Testing only.
  *
- *   pbft-tamper --db DIR --genesis FILE --height H --what tx|cert|chain|digest|flush
+ *   pbft-tamper --db DIR --genesis FILE --height H --what
+ * tx|cert|chain|digest|record|record-sig|flush
  *
  *   tx      flips a byte of the block's last transaction (its root no longer matches)
  *   cert    flips a byte inside the first COMMIT's signature
  *   chain   flips a byte of the stored chain hash
  *   digest  flips a byte of the stored block digest
+ *   record  flips the first byte of the last consensus record's value (--height not needed)
+ *   record-sig  flips the first signature byte of the last consensus record (a signed frame)
  *   flush   changes nothing: writes every memtable to SST files (for a test that then flips
  *           bytes in those files) and prints one line per live SST file: "sst CF PATH";
  *           --height is not needed
@@ -25,11 +28,33 @@
 
 static int usage(void)
 {
-    fputs(
-        "usage: pbft-tamper --db DIR --genesis FILE --height H --what tx|cert|chain|digest|flush\n"
-        "Rewrites one committed block of a stopped replica's database (testing only).\n",
-        stderr);
+    fputs("usage: pbft-tamper --db DIR --genesis FILE --height H --what "
+          "tx|cert|chain|digest|record|flush\n"
+          "Rewrites one committed block of a stopped replica's database (testing only).\n",
+          stderr);
     return 2;
+}
+
+struct last_rec {
+    uint8_t key[PBFT_REC_KEY_BYTES];
+    uint8_t *v;
+    size_t n;
+};
+
+static int keep_last(void *ctx, const uint8_t key[PBFT_REC_KEY_BYTES], const uint8_t *value,
+                     size_t n)
+{
+    struct last_rec *lr = ctx;
+    if (n == 0)
+        return 0;
+    uint8_t *c = realloc(lr->v, n);
+    if (c == NULL)
+        return -1;
+    memcpy(c, value, n);
+    memcpy(lr->key, key, PBFT_REC_KEY_BYTES);
+    lr->v = c;
+    lr->n = n;
+    return 0;
 }
 
 static void print_sst(void *ctx, const char *cf, const char *name, size_t size)
@@ -60,7 +85,8 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (db == NULL || gen == NULL || what == NULL || (height == 0 && strcmp(what, "flush") != 0))
+    if (db == NULL || gen == NULL || what == NULL ||
+        (height == 0 && strcmp(what, "flush") != 0 && strncmp(what, "record", 6) != 0))
         return usage();
     char err[512];
     genesis g;
@@ -83,6 +109,46 @@ int main(int argc, char **argv)
             frc = store_each_sst(s, print_sst, NULL);
         store_close(s);
         return frc == STORE_OK ? 0 : 1;
+    }
+    if (strcmp(what, "record") == 0 || strcmp(what, "record-sig") == 0) {
+        struct last_rec lr;
+        memset(&lr, 0, sizeof lr);
+        store_batch *rb = store_batch_new();
+        int rrc = 1;
+        if (rb != NULL && store_each_record(s, keep_last, &lr) == STORE_OK && lr.n > 0) {
+            size_t at = 0; /* record: the version byte of a frame, or a length's top byte */
+            /* a prepared certificate (key type 0x10, replica.c) starts with its
+             * pre-prepare's length; other log records are frames */
+            size_t base = lr.key[17] == 0x10 ? 4 : 0;
+            if (strcmp(what, "record-sig") == 0 && lr.n >= base + 8) {
+                const uint8_t *q = lr.v + base;
+                uint32_t body =
+                    (uint32_t)q[4] << 24 | (uint32_t)q[5] << 16 | (uint32_t)q[6] << 8 | q[7];
+                at = base + 8 + (size_t)body;
+            }
+            if (at >= lr.n) {
+                fprintf(stderr, "pbft-tamper: the last record holds no signature there\n");
+                goto rec_out;
+            }
+            lr.v[at] ^= 0x01;
+            pbft_persist pp = {PBFT_PERSIST_PUT, {0}, {lr.v, lr.n}};
+            memcpy(pp.key, lr.key, sizeof pp.key);
+            store_batch_persist(rb, &pp);
+            if (store_write(s, rb, true, err, sizeof err) == STORE_OK) {
+                printf("pbft-tamper: flipped byte %zu of a consensus record of kind %u\n", at,
+                       lr.key[0]);
+                rrc = 0;
+            } else {
+                fprintf(stderr, "pbft-tamper: %s\n", err);
+            }
+        } else {
+            fprintf(stderr, "pbft-tamper: no consensus record to tamper with\n");
+        }
+    rec_out:
+        free(lr.v);
+        store_batch_free(rb);
+        store_close(s);
+        return rrc;
     }
     int rc = 1;
     uint64_t head;
