@@ -206,7 +206,7 @@ void pbft_chain_next(const pbft_digest *prev, const pbft_digest *d, pbft_digest 
  *               list of signed COMMIT (the certificate; may be empty for an uncommitted
  *               block asked for by digest) }
  *   REQUEST:    tx_len u32, tx (a client transaction forwarded by a replica)
- *   COMPLAINT (9): view u64, reason u8 (0 slow, 1 unfair; others are refused): a backup's
+ *   COMPLAINT (9): view u64, reason u8 (0 slow, 1 unfair, 2 timeout; others are refused): a backup's
  *               signed statement that the primary of `view` is not making the progress it
  *               should (primary monitoring; replica.c, docs/protocol.md)
  * where "list of X" = count u16 (<= PBFT_MAX_N, except the NEWVIEW pre-prepare list which is
@@ -296,7 +296,7 @@ typedef struct {
     pbft_span entries; /* n entries: (u32 len, block), list of signed COMMITs */
 } pbft_state_rep;
 
-#define PBFT_COMPLAINT_REASONS 2
+#define PBFT_COMPLAINT_REASONS 3
 typedef struct {
     uint64_t view;
     uint8_t reason; /* < PBFT_COMPLAINT_REASONS */

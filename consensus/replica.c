@@ -163,8 +163,15 @@ struct pbft_replica {
     uint64_t mon_gap_seq;    /* the sequence number missing a pre-prepare below others */
     uint64_t mon_gap_ms;     /* ... since when */
     uint64_t mon_deadline;   /* next check */
-    uint64_t complained_ms;  /* when we last sent a COMPLAINT in mon_view; 0: never */
-    uint64_t complaint_mask; /* replicas that complained in mon_view, a bit each */
+    uint64_t complained_ms; /* when we last sent a COMPLAINT in mon_view; 0: never */
+    /* Per replica, 1 + the highest view it complained about (0: none): it wants to leave
+     * every view up to that one. f+1 wishes above our view move us (count_complaint). */
+    uint64_t cwant[PBFT_MAX_N];
+    uint64_t own_timeout; /* 1 + the view our last timeout complaint was about (0: none) */
+    uint64_t nv_fwd_ms[PBFT_MAX_N]; /* when we last handed each replica our NEW-VIEW */
+    /* Per replica, 1 + the view of its newest valid normal-case message (0: none seen): the
+     * view the others use (pbft_replica_others_view). */
+    uint64_t pview[PBFT_MAX_N];
     /* Transactions this replica forwarded to the primary of the current view, in forward
      * order, so the one waiting longest is found without a scan of the pool: entries
      * proposed, committed or superseded since are popped lazily at the head. Rebuilt from
@@ -2737,6 +2744,7 @@ static bool compute_o(pbft_replica *r, const pbft_span *vcs, uint16_t nvc, struc
 }
 
 static void check_vc_quorum(pbft_replica *r);
+static void nv_hand_over(pbft_replica *r, uint16_t to);
 static void start_view_change(pbft_replica *r, uint64_t v, int reason);
 
 static int cmp_arrival(const void *a, const void *b)
@@ -3143,8 +3151,7 @@ static void on_viewchange(pbft_replica *r, const pbft_env *e)
     if (vc.new_view < r->view || (vc.new_view == r->view && !r->in_vc)) {
         /* A replica still trying to reach a view we are in (or past) missed the NEW-VIEW:
          * hand it the one we have; it is self-verifying. */
-        if (vc.new_view == r->view && r->nv != NULL)
-            forward_signed(r, e->sender, r->nv, r->nv_n - 4);
+        nv_hand_over(r, e->sender);
         drop(r, PBFT_DROP_STALE);
         return;
     }
@@ -3506,6 +3513,18 @@ static void do_resend(pbft_replica *r)
  * included, so at least one correct replica agrees and f faulty ones cannot vote a correct primary
  * out.
  * ----------------------------------------------------------------------------------------*/
+/* nv_hand_over sends replica `to`, which showed it is in a view below ours, the NEW-VIEW
+ * of our view (self-verifying: the primary's signature over 2f+1 VIEW-CHANGEs), at most once
+ * per resend interval. Nothing when we are changing views or are in view 0 (no NEW-VIEW). */
+static void nv_hand_over(pbft_replica *r, uint16_t to)
+{
+    if (r->in_vc || r->nv == NULL || to >= r->c.n ||
+        (r->nv_fwd_ms[to] != 0 && r->now - r->nv_fwd_ms[to] < r->c.resend_ms))
+        return;
+    r->nv_fwd_ms[to] = r->now;
+    forward_signed(r, to, r->nv, r->nv_n - 4);
+}
+
 static void mon_sync(pbft_replica *r)
 {
     /* While changing views, what we see belongs to no installed view: wait. */
@@ -3520,24 +3539,39 @@ static void mon_sync(pbft_replica *r)
     r->mon_gap_seq = 0;
     r->mon_gap_ms = 0;
     r->complained_ms = 0;
-    r->complaint_mask = 0;
 }
 
-static unsigned popcount64(uint64_t x)
-{
-    unsigned k = 0;
-    for (; x != 0; x &= x - 1)
-        k++;
-    return k;
-}
-
-static void count_complaint(pbft_replica *r, uint16_t who)
+/* count_complaint records that `who` wants to leave `view` (and every view below it), and
+ * moves on f+1 such wishes above our view: at least one of them is a correct replica's, so f
+ * faulty ones cannot vote a correct primary out, and no replica leaves a view alone. The
+ * target is the smallest wished-for view, as for f+1 VIEW-CHANGEs [TOCS §4.5.2]. This is
+ * what keeps a replica cut off from the others in the view they use: its timers only make
+ * it complain, so when the partition heals it is where they are (docs/protocol.md §11). */
+static void count_complaint(pbft_replica *r, uint16_t who, uint64_t view)
 {
     mon_sync(r);
-    r->complaint_mask |= 1ull << who;
-    uint32_t f = (uint32_t)(r->c.n - 1) / 3;
-    if (!r->in_vc && popcount64(r->complaint_mask) >= f + 1)
-        start_view_change(r, r->view + 1, PBFT_VC_COMPLAINTS);
+    if (view + 1 > r->cwant[who])
+        r->cwant[who] = view + 1;
+    uint32_t k = 0;
+    uint64_t target = NONE;
+    for (uint16_t j = 0; j < r->c.n; j++)
+        if (r->cwant[j] > r->view) {
+            k++;
+            if (r->cwant[j] < target)
+                target = r->cwant[j];
+        }
+    if (k < (uint32_t)r->f + 1)
+        return;
+    int reason = PBFT_VC_COMPLAINTS;
+    if (r->in_vc) {
+        /* The view change to our view failed: try the next, waiting twice as long. */
+        uint64_t t2 = (uint64_t)r->T * 2;
+        r->T = t2 > r->c.view_timeout_max_ms ? r->c.view_timeout_max_ms : (uint32_t)t2;
+        reason = PBFT_VC_NEWVIEW_TIMEOUT;
+    } else if (r->own_timeout == r->view + 1) {
+        reason = PBFT_VC_REQUEST_TIMEOUT;
+    }
+    start_view_change(r, target, reason);
 }
 
 static void send_complaint(pbft_replica *r, int reason, uint64_t age)
@@ -3558,7 +3592,7 @@ static void send_complaint(pbft_replica *r, int reason, uint64_t age)
           primary_of(r, r->view), (unsigned long long)r->view, pbft_complaint_reason_name(reason),
           (unsigned long long)age);
     send_new(r, &m, PBFT_TO_ALL);
-    count_complaint(r, r->c.id);
+    count_complaint(r, r->c.id, r->view);
 }
 
 /* A backup that is catching up cannot tell a slow primary from its own gap: blocks it has
@@ -3632,11 +3666,15 @@ static void on_complaint(pbft_replica *r, const pbft_env *e)
         drop(r, PBFT_DROP_MALFORMED);
         return;
     }
-    if (c.view != r->view || r->in_vc) {
-        drop(r, c.view < r->view ? PBFT_DROP_STALE : PBFT_DROP_WRONG_VIEW);
+    if (c.view < r->view) {
+        /* The sender is behind, in a view we left: hand it our NEW-VIEW, which proves the
+         * view we are in and lets it join directly (on_newview), at most once per resend
+         * interval (a faulty sender could otherwise make us send it again and again). */
+        nv_hand_over(r, e->sender);
+        drop(r, PBFT_DROP_STALE);
         return;
     }
-    count_complaint(r, e->sender);
+    count_complaint(r, e->sender, c.view);
 }
 
 static void on_tick(pbft_replica *r)
@@ -3661,14 +3699,23 @@ static void on_tick(pbft_replica *r)
             if (!proven_behind)
                 r->req_defers++;
             r->req_deadline = r->now + r->T;
-        } else
-            start_view_change(r, r->view + 1, PBFT_VC_REQUEST_TIMEOUT);
+        } else {
+            /* [OSDI §4.4] has the backup move to v+1 on its own here. We complain instead,
+             * and move on f+1 complaints (count_complaint): a replica cut off from the
+             * others would otherwise climb views alone and stay out after the heal (issue
+             * 12). The complaint is repeated every T while the timer keeps expiring. */
+            uint64_t v = r->view;
+            r->own_timeout = v + 1;
+            r->req_deadline = r->now + r->T;
+            send_complaint(r, PBFT_COMPLAINT_TIMEOUT, r->T);
+        }
     }
     if (r->vc_deadline != NONE && r->now >= r->vc_deadline && r->in_vc) {
-        /* The view change to v failed: try v+1 and wait twice as long [TOCS §4.5.2]. */
-        uint64_t t2 = (uint64_t)r->T * 2;
-        r->T = t2 > r->c.view_timeout_max_ms ? r->c.view_timeout_max_ms : (uint32_t)t2;
-        start_view_change(r, r->view + 1, PBFT_VC_NEWVIEW_TIMEOUT);
+        /* The view change to v did not complete within T [TOCS §4.5.2]: complain about v;
+         * f+1 such complaints move us to v+1 with T doubled (count_complaint). Again every
+         * T while it lasts. */
+        r->vc_deadline = r->now + r->T;
+        send_complaint(r, PBFT_COMPLAINT_TIMEOUT, r->T);
     }
     if (r->resend_deadline != NONE && r->now >= r->resend_deadline) {
         r->resend_deadline = NONE;
@@ -4389,7 +4436,7 @@ const char *pbft_drop_name(int reason)
 
 const char *pbft_complaint_reason_name(int reason)
 {
-    static const char *const names[PBFT_COMPLAINT__COUNT] = {"slow", "unfair"};
+    static const char *const names[PBFT_COMPLAINT__COUNT] = {"slow", "unfair", "timeout"};
     return reason >= 0 && reason < PBFT_COMPLAINT__COUNT ? names[reason] : "unknown";
 }
 

@@ -199,6 +199,9 @@ enum {
                                 primary was not saturated */
     PBFT_COMPLAINT_UNFAIR,   /* the primary proposed requests that arrived well after one it
                                 leaves waiting, or left one waiting 10 view timeouts */
+    PBFT_COMPLAINT_TIMEOUT,  /* the request timer expired, or the view change to this view did
+                                not complete within T: a replica leaves a view only on f+1
+                                such wishes, never alone (docs/protocol.md §11) */
     PBFT_COMPLAINT__COUNT
 };
 const char *pbft_complaint_reason_name(int reason);

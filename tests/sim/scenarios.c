@@ -639,8 +639,11 @@ static uint64_t view_changes_of(sim *s, int node)
 static uint64_t rejoin_wait(sim *s, int node, uint64_t since, uint64_t bound)
 {
     uint64_t before = sim_node_votes(s, node, NULL);
-    while (sim_now(s) < since + bound) {
-        int st = sim_run_until(s, sim_now(s) + 20);
+    /* The target advances on its own: sim_run_until leaves the clock where the last event
+     * was, so stepping to sim_now() + 20 spun for ever across a quiet 20 ms. */
+    for (uint64_t t = sim_now(s); t < since + bound;) {
+        t += 20;
+        int st = sim_run_until(s, t);
         uint64_t last = 0;
         if (sim_node_votes(s, node, &last) > before && last >= since)
             return last - since;
@@ -708,6 +711,93 @@ static int sc_restart_votes_again(uint64_t seed, bool verbose)
     }
     sim_free(s);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * partition-rejoin, partition-deaf-rejoin, partition-mute-rejoin (issue 12, part 2): backup
+ * 3 is cut off under load, both ways, or only what reaches it (deaf), or only what it sends
+ * (mute), for long enough that its timers expire many times. It must not leave the view
+ * alone (its timeouts only complain: count_complaint), the others must not change view for
+ * it, and after the heal it must vote again within 10 s and end with the same chain.
+ * -------------------------------------------------------------------------------------*/
+enum { CUT_BOTH, CUT_IN, CUT_OUT };
+
+static uint64_t sim_node_view(const sim *s, int node)
+{
+    const pbft_replica *r = sim_node_replica(s, node);
+    return r != NULL ? pbft_replica_view(r) : UINT64_MAX;
+}
+
+static int partition_rejoin(uint64_t seed, bool verbose, const char *name, int how,
+                            uint64_t length)
+{
+    sim_options o;
+    sim_options_defaults(&o, 4, seed);
+    o.verbose = verbose;
+    const uint64_t start = 2000, heal = start + length, bound = 10000;
+    o.n_clients = 2;
+    o.txs_total = (uint32_t)((heal + 8000) / 50);
+    o.submit_end_ms = heal + 8000;
+    o.submit_gap_min_ms = 50;
+    o.submit_gap_max_ms = 150;
+    o.heal_ms = heal; /* the liveness bound counts from the heal */
+    sim *s = make_sim(&o, name);
+    if (!s)
+        return 1;
+    uint8_t cut[16] = {0};
+    for (int j = 0; j < 3; j++) {
+        if (how != CUT_OUT)
+            cut[j * 4 + 3] = 1; /* nothing reaches 3 */
+        if (how != CUT_IN)
+            cut[3 * 4 + j] = 1; /* nothing from 3 arrives */
+    }
+    int rc = check(sim_add_partition(s, start, heal, cut) == 0, name, "sim_add_partition");
+    int st = sim_run_until(s, heal);
+    rc |= check(st == SIM_RUNNING || st == SIM_LIVE, name,
+                sim_violation(s) ? sim_violation(s) : "stopped before the heal");
+    pbft_stats st3;
+    sim_node_stats(s, 3, &st3);
+    uint64_t views_at_heal = sim_node_view(s, 3);
+    if (rc == 0)
+        rc |= check(view_changes_of(s, 3) == 0 && views_at_heal == sim_node_view(s, 0), name,
+                    "replica 3 left the view alone while cut off");
+    uint64_t rejoin = rc == 0 ? rejoin_wait(s, 3, heal, bound) : UINT64_MAX;
+    if (rc == 0)
+        rc |= check(rejoin != UINT64_MAX, name,
+                    "replica 3 sent no PREPARE or COMMIT within 10 s of the heal");
+    if (rc == 0) {
+        st = sim_run(s);
+        rc |= expect_live(s, st, name);
+    }
+    if (rc == 0) {
+        for (int i = 0; i < 4; i++)
+            rc |= check(view_changes_of(s, i) == 0, name,
+                        "a replica changed view for a backup that was only cut off");
+        rc |= check(sim_node_view(s, 3) == sim_node_view(s, 0), name,
+                    "replica 3 ended in another view than replica 0");
+    }
+    if (rc == 0)
+        printf("ok scenario %s: cut off %" PRIu64 " s (%" PRIu64 " timeout complaints, no view "
+               "change), voted again %" PRIu64 " ms after the heal; height %" PRIu64 "\n",
+               name, length / 1000, st3.complaints[PBFT_COMPLAINT_TIMEOUT], rejoin,
+               sim_node_height(s, 0));
+    sim_free(s);
+    return rc;
+}
+
+static int sc_partition_rejoin(uint64_t seed, bool verbose)
+{
+    return partition_rejoin(seed, verbose, "partition-rejoin", CUT_BOTH, 60000);
+}
+
+static int sc_partition_deaf_rejoin(uint64_t seed, bool verbose)
+{
+    return partition_rejoin(seed, verbose, "partition-deaf-rejoin", CUT_IN, 30000);
+}
+
+static int sc_partition_mute_rejoin(uint64_t seed, bool verbose)
+{
+    return partition_rejoin(seed, verbose, "partition-mute-rejoin", CUT_OUT, 30000);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1352,6 +1442,16 @@ static const sim_scenario scenarios[] = {
      "a backup down 12 s under load votes again within 10 s; a second crash costs no view "
      "change",
      sc_restart_votes_again},
+    {"partition-rejoin",
+     "a backup cut off 60 s under load never leaves the view alone and votes again within "
+     "10 s of the heal",
+     sc_partition_rejoin},
+    {"partition-deaf-rejoin",
+     "a backup that hears nothing for 30 s (it still sends) votes again within 10 s",
+     sc_partition_deaf_rejoin},
+    {"partition-mute-rejoin",
+     "a backup whose messages are lost for 30 s (it still hears) votes again within 10 s",
+     sc_partition_mute_rejoin},
     {"replay-and-bad-signature",
      "replayed old-view messages and bad signatures are dropped and counted",
      sc_replay_and_bad_signature},

@@ -756,16 +756,62 @@ static void test_replica_complaints_need_f_plus_one(void **state)
     feed_complaint(net, r, 2, 0, PBFT_COMPLAINT_SLOW);
     feed_complaint(net, r, 2, 0, PBFT_COMPLAINT_UNFAIR); /* the same replica again */
     assert_false(pbft_replica_in_view_change(r));
-    feed_complaint(net, r, 3, 7, PBFT_COMPLAINT_SLOW); /* another view */
-    assert_false(pbft_replica_in_view_change(r));
-    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_WRONG_VIEW], 1);
     feed_complaint(net, r, 3, 0, 9); /* no such reason */
     assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_MALFORMED], 1);
     assert_false(pbft_replica_in_view_change(r));
-    feed_complaint(net, r, 3, 0, PBFT_COMPLAINT_SLOW); /* f+1 = 2 distinct */
+    /* A complaint about a later view is a wish to leave ours too: f+1 = 2 distinct wishes
+     * above view 0 move r to the smallest wished-for view, 1. */
+    feed_complaint(net, r, 3, 7, PBFT_COMPLAINT_TIMEOUT);
     assert_true(pbft_replica_in_view_change(r));
     assert_int_equal(pbft_replica_view(r), 1);
     assert_int_equal(pbft_replica_stats(r)->view_changes[PBFT_VC_COMPLAINTS], 1);
+    feed_complaint(net, r, 2, 0, PBFT_COMPLAINT_SLOW); /* about a view r left: stale */
+    assert_int_equal(pbft_replica_stats(r)->drops[PBFT_DROP_STALE], 1);
+    net_free(net);
+}
+
+static bool node3_voted_again(struct net *net)
+{
+    return net->nodes[3].height >= want_height &&
+           pbft_replica_stats(net->nodes[3].r)->commits_sent >= want_height;
+}
+
+static void cut_node(struct net *net, int i, bool cut)
+{
+    for (int j = 0; j < net->n; j++)
+        net->cut[i][j] = net->cut[j][i] = cut && j != i;
+}
+
+/* A replica cut off from the others, holding a request that never commits, complains when its
+ * timers expire but never leaves the view alone (count_complaint): after the heal it is in
+ * the view the others use and votes again, instead of sitting one view above them in a view
+ * change (issue 12, part 2). Before, it climbed to view 1, 2, ... on its own timers. */
+static void test_replica_cut_replica_stays_in_view_and_votes_again(void **state)
+{
+    (void)state;
+    struct net *net = net_new(4, NULL);
+    cut_node(net, 3, true);
+    assert_int_equal(submit(net, 3), PBFT_REQ_ACCEPTED); /* lost on the way: only 3 holds it */
+    assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    want_height = 1;
+    assert_true(run(net, 2000, all_at_height) || net->nodes[1].height >= 1);
+    run(net, 30000, NULL); /* 30 s cut off: many view timeouts */
+    pbft_replica *r3 = net->nodes[3].r;
+    assert_int_equal(pbft_replica_view(r3), 0);
+    assert_false(pbft_replica_in_view_change(r3));
+    assert_true(pbft_replica_stats(r3)->complaints[PBFT_COMPLAINT_TIMEOUT] >= 5);
+    uint64_t vcs = 0;
+    for (int k = 0; k < PBFT_VC__COUNT; k++)
+        vcs += pbft_replica_stats(r3)->view_changes[k];
+    assert_int_equal(vcs, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pbft_replica_view(net->nodes[i].r), 0); /* one complaint moves no one */
+    cut_node(net, 3, false);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(submit(net, 1), PBFT_REQ_ACCEPTED);
+    want_height = net->nodes[1].height + 1;
+    assert_true(run(net, net->now + 20000, node3_voted_again));
+    assert_agreement(net);
     net_free(net);
 }
 
@@ -1707,6 +1753,7 @@ int main(void)
         cmocka_unit_test(test_replica_request_duplicate_and_malformed_refused),
         cmocka_unit_test(test_replica_bad_frames_counted_and_dropped),
         cmocka_unit_test(test_replica_complaints_need_f_plus_one),
+        cmocka_unit_test(test_replica_cut_replica_stays_in_view_and_votes_again),
         cmocka_unit_test(test_replica_preverify_cache),
         cmocka_unit_test(test_replica_primary_crash_view_change_commits),
         cmocka_unit_test(test_replica_view_change_keeps_burst_order),
