@@ -163,7 +163,7 @@ struct pbft_replica {
     uint64_t mon_gap_seq;    /* the sequence number missing a pre-prepare below others */
     uint64_t mon_gap_ms;     /* ... since when */
     uint64_t mon_deadline;   /* next check */
-    uint64_t complained_ms; /* when we last sent a COMPLAINT in mon_view; 0: never */
+    uint64_t complained_ms;  /* when we last sent a COMPLAINT in mon_view; 0: never */
     /* Per replica, 1 + the highest view it complained about (0: none): it wants to leave
      * every view up to that one. f+1 wishes above our view move us (count_complaint). */
     uint64_t cwant[PBFT_MAX_N];
@@ -3796,6 +3796,15 @@ static void on_message(pbft_replica *r, const uint8_t *p, size_t n, bool pre)
         drop(r, PBFT_DROP_BAD_SIGNATURE);
         return;
     }
+    /* The view the sender works in, from its signed normal-case messages and NEW-VIEWs
+     * (their bodies start with the view), whatever becomes of them below. */
+    if ((e.type == PBFT_MSG_PREPREPARE || e.type == PBFT_MSG_PREPARE || e.type == PBFT_MSG_COMMIT ||
+         e.type == PBFT_MSG_NEWVIEW) &&
+        e.body.n >= 8) {
+        uint64_t v = pbft_get_u64(e.body.p);
+        if (v < NONE && v + 1 > r->pview[e.sender])
+            r->pview[e.sender] = v + 1;
+    }
     switch (e.type) {
     case PBFT_MSG_PREPREPARE:
         on_preprepare(r, &e, p, n, pre);
@@ -4365,6 +4374,27 @@ uint16_t pbft_replica_id(const pbft_replica *r)
 uint64_t pbft_replica_view(const pbft_replica *r)
 {
     return r->view;
+}
+
+uint64_t pbft_replica_others_view(const pbft_replica *r)
+{
+    /* The (f+1)-th highest view among the others': at least one correct replica works in
+     * that view or a later one, and f faulty ones cannot raise it. */
+    uint64_t top[PBFT_MAX_N];
+    uint16_t k = 0;
+    for (uint16_t j = 0; j < r->c.n; j++)
+        if (j != r->c.id && r->pview[j] > 0)
+            top[k++] = r->pview[j] - 1;
+    if (k < r->f + 1)
+        return UINT64_MAX;
+    for (uint16_t a = 0; a < k; a++) /* k <= PBFT_MAX_N: a selection sort is enough */
+        for (uint16_t b = (uint16_t)(a + 1); b < k; b++)
+            if (top[b] > top[a]) {
+                uint64_t t = top[a];
+                top[a] = top[b];
+                top[b] = t;
+            }
+    return top[r->f];
 }
 uint16_t pbft_replica_primary(const pbft_replica *r)
 {

@@ -324,6 +324,11 @@ uint16_t pbft_replica_id(const pbft_replica *r);
 uint64_t pbft_replica_view(const pbft_replica *r);
 uint16_t pbft_replica_primary(const pbft_replica *r); /* primary of the current view */
 bool pbft_replica_in_view_change(const pbft_replica *r);
+/* The view the others work in: the (f+1)-th highest view seen in the signed PRE-PREPAREs,
+ * PREPAREs, COMMITs and NEW-VIEWs of each other replica (so at least one correct replica is
+ * in it or later); UINT64_MAX until f+1 others were heard. A replica whose own view differs
+ * for long is out of the view the others use (pbftd reports it: health, /metrics). */
+uint64_t pbft_replica_others_view(const pbft_replica *r);
 uint64_t pbft_replica_executed(const pbft_replica *r); /* last executed height */
 uint64_t pbft_replica_stable(const pbft_replica *r);   /* last stable checkpoint */
 bool pbft_replica_catching_up(const pbft_replica *r);  /* a state transfer is under way */

@@ -59,6 +59,9 @@
  * most this many heights wait at once (more are noticed again when read again), a request
  * asks one peer for at most NODE_REPAIR_SPAN blocks from the lowest, and an unanswered one
  * goes to the next peer after NODE_REPAIR_RETRY_MS. */
+/* A view that differs from the one the others work in this long is reported (status, health,
+ * /metrics, event log): longer than a view change normally takes. */
+#define NODE_OUT_OF_VIEW_MS 5000
 #define NODE_REPAIR_MAX 64
 #define NODE_REPAIR_SPAN 16
 #define NODE_REPAIR_RETRY_MS 500
@@ -218,6 +221,8 @@ struct node {
     uint64_t rp_asked;    /* loop: requests sent */
     uint64_t repaired;    /* blocks written again from a peer's proof (atomic) */
     uint64_t rp_overflow; /* failed heights not queued at NODE_REPAIR_MAX (atomic) */
+    uint64_t ov_since; /* loop: when our view began to differ from the others' (0: it does not) */
+    bool ov_reported;  /* loop: out_of_view was reported and not yet cleared */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -899,6 +904,8 @@ static void update_status(node *n)
     }
     s.peers_connected = up;
     s.byz_actions = pbft_byz_actions(n->byz); /* the loop's own: read it here, not on RPC */
+    s.others_view = pbft_replica_others_view(n->r);
+    s.out_of_view = n->ov_reported;
     pthread_mutex_lock(&n->mu);
     s.dropped_queue = n->dropped_queue;
     n->status = s;
@@ -1530,6 +1537,14 @@ void node_metrics(node *n, mtext *t)
     mtext_metric(t, "pbft_storage_repair_pending", "gauge",
                  "Committed blocks that failed their checks and wait to be fetched again.",
                  (double)cr.pending);
+    mtext_metric(t, "pbft_out_of_view", "gauge",
+                 "1 while this replica's view has differed for 5 s or more from the one f+1 "
+                 "others work in (pbft_view_of_others), else 0.",
+                 s.out_of_view ? 1.0 : 0.0);
+    mtext_metric(t, "pbft_view_of_others", "gauge",
+                 "The view f+1 other replicas work in, from their signed messages (-1: not "
+                 "heard from f+1 yet).",
+                 s.others_view == UINT64_MAX ? -1.0 : (double)s.others_view);
     mtext_metric(t, "pbft_peers", "gauge", "Other validators.", (double)(n->pc.n - 1));
     mtext_metric(t, "pbft_peers_connected", "gauge", "Other validators with a connection up.",
                  (double)s.peers_connected);
@@ -1643,8 +1658,45 @@ static void on_trace(void *ctx, int kind, uint64_t view, uint64_t seq, int arg, 
 
 /* observe_loop reports, after each loop iteration, what the core does not trace: peers
  * coming and going, and (at most once a second) the adversary's actions. */
+/* observe_view reports a view that differs from the one the others work in for
+ * NODE_OUT_OF_VIEW_MS, and its end, in the log and the event log (issue 12, part 2). */
+static void observe_view(node *n)
+{
+    uint64_t mine = pbft_replica_view(n->r), theirs = pbft_replica_others_view(n->r);
+    bool differs = theirs != UINT64_MAX && theirs != mine;
+    uint64_t t = now_ms(n);
+    if (!differs) {
+        n->ov_since = 0;
+        if (n->ov_reported) {
+            n->ov_reported = false;
+            log_msg(LOG_INFO, "back in the view the others use: view %llu",
+                    (unsigned long long)mine);
+            json_t *f = json_object();
+            json_object_set_new(f, "view", json_integer((json_int_t)mine));
+            evlog_emit(n->ev, "in_view_again", f);
+        }
+        return;
+    }
+    if (n->ov_since == 0)
+        n->ov_since = t > 0 ? t : 1;
+    if (n->ov_reported || t - n->ov_since < NODE_OUT_OF_VIEW_MS)
+        return;
+    n->ov_reported = true;
+    log_msg(LOG_WARN,
+            "out of the view the others use: this replica is in view %llu%s, f+1 others in "
+            "view %llu, for %llu ms",
+            (unsigned long long)mine, pbft_replica_in_view_change(n->r) ? " (changing views)" : "",
+            (unsigned long long)theirs, (unsigned long long)(t - n->ov_since));
+    json_t *f = json_object();
+    json_object_set_new(f, "view", json_integer((json_int_t)mine));
+    json_object_set_new(f, "others_view", json_integer((json_int_t)theirs));
+    json_object_set_new(f, "view_change", json_boolean(pbft_replica_in_view_change(n->r)));
+    evlog_emit(n->ev, "out_of_view", f);
+}
+
 static void observe_loop(node *n)
 {
+    observe_view(n);
     if (n->byz_flag && n->byz != NULL && !pbft_byz_active(n->byz)) {
         pbft_byz_set_active(n->byz, true);
         log_msg(LOG_WARN, "THIS REPLICA TURNS BYZANTINE NOW: mode=%s",

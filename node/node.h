@@ -89,6 +89,10 @@ typedef struct {
     uint64_t peers_connected;
     uint64_t dropped_queue; /* frames dropped because a node queue was full */
     uint64_t byz_actions;   /* actions of a Byzantine mode (testing only) */
+    /* The view the others work in (pbft_replica_others_view; UINT64_MAX: not known yet), and
+     * whether ours has differed from it for NODE_OUT_OF_VIEW_MS or longer. */
+    uint64_t others_view;
+    bool out_of_view;
 } node_status;
 
 void node_status_get(node *n, node_status *out);

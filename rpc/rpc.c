@@ -175,9 +175,13 @@ static int m_health(struct node *n, json_t *params, json_t **result, int *code, 
     (void)params, (void)code, (void)msg;
     node_corruption c;
     node_corrupt(n, &c);
+    node_status s;
+    node_status_get(n, &s);
     json_t *r = json_object();
-    json_object_set_new(r, "status", json_string(c.pending == 0 ? "ok" : "degraded"));
+    json_object_set_new(r, "status",
+                        json_string(c.pending == 0 && !s.out_of_view ? "ok" : "degraded"));
     json_object_set_new(r, "storage", json_string(c.pending == 0 ? "ok" : "repairing"));
+    json_object_set_new(r, "consensus", json_string(s.out_of_view ? "out_of_view" : "ok"));
     json_object_set_new(r, "corrupt_reads", u64_json(c.reads));
     json_object_set_new(r, "repaired", u64_json(c.repaired));
     if (c.pending > 0) {
@@ -203,6 +207,9 @@ static int m_status(struct node *n, json_t *params, json_t **result, int *code, 
     json_object_set_new(r, "view", u64_json(s.view));
     json_object_set_new(r, "primary", json_integer(s.primary));
     json_object_set_new(r, "view_change", json_boolean(s.in_view_change));
+    json_object_set_new(r, "view_of_others",
+                        s.others_view == UINT64_MAX ? json_null() : u64_json(s.others_view));
+    json_object_set_new(r, "out_of_view", json_boolean(s.out_of_view));
     json_object_set_new(r, "stable_checkpoint", u64_json(s.stable));
     json_object_set_new(r, "mempool_size", json_integer((json_int_t)s.pending));
     json_object_set_new(r, "peers_connected", json_integer((json_int_t)s.peers_connected));
@@ -707,6 +714,9 @@ static int m_consensus_state(struct node *n, json_t *params, json_t **result, in
     json_object_set_new(r, "view", u64_json(s.view));
     json_object_set_new(r, "primary", json_integer(s.primary));
     json_object_set_new(r, "view_change", json_boolean(s.in_view_change));
+    json_object_set_new(r, "view_of_others",
+                        s.others_view == UINT64_MAX ? json_null() : u64_json(s.others_view));
+    json_object_set_new(r, "out_of_view", json_boolean(s.out_of_view));
     json_object_set_new(r, "last_executed", u64_json(s.height));
     json_object_set_new(r, "stable_checkpoint", u64_json(s.stable));
     json_t *drops = json_object();
@@ -1569,11 +1579,16 @@ static void handle_health(nng_aio *aio)
     rpc_server *s = nng_http_handler_get_data(nng_aio_get_input(aio, 1));
     node_corruption c;
     node_corrupt(s->n, &c);
-    if (c.pending == 0) {
+    node_status st;
+    node_status_get(s->n, &st);
+    if (c.pending == 0 && !st.out_of_view) {
         reply(aio, 200, "application/json", "{\"status\":\"ok\"}", 15);
     } else {
-        static const char body[] = "{\"status\":\"degraded\",\"storage\":\"repairing\"}";
-        reply(aio, 503, "application/json", body, sizeof body - 1);
+        char body[128];
+        int k = snprintf(
+            body, sizeof body, "{\"status\":\"degraded\",\"storage\":\"%s\",\"consensus\":\"%s\"}",
+            c.pending == 0 ? "ok" : "repairing", st.out_of_view ? "out_of_view" : "ok");
+        reply(aio, 503, "application/json", body, (size_t)k);
     }
 }
 

@@ -309,6 +309,37 @@ with open(out, "w") as f:
 PY
 # chains_agree TAG NODES...: at every height all of NODES have, identical hashes (a replica
 # behind the others holds a prefix of their chain). Prints the common height.
+# The validators whose COMMITs are in the stored certificates of heights FROM..TO, one id per
+# line, read from one replica's host (the commit method, in JSON-RPC batches).
+cat >"$W/signers.py" <<'PY'
+import json, sys, urllib.request
+url, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+op = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def call(body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with op.open(req, timeout=30) as r:
+        return json.loads(r.read())
+for a in range(lo, hi + 1, 100):
+    batch = [{"jsonrpc": "2.0", "id": h, "method": "commit", "params": {"height": str(h)}}
+             for h in range(a, min(hi, a + 99) + 1)]
+    for r in call(batch):
+        for c in (r.get("result") or {}).get("certificate", []):
+            print(c["validator"])
+PY
+# signed_after HOST FROM TO NODES...: HOST's COMMITs are in a certificate of a block in
+# FROM..TO as one of NODES stores it: it voted again, it did not only follow.
+signed_after() {
+    local c=$1 lo=$2 hi=$3 i
+    shift 3
+    for i in "$@"; do
+        ip netns exec "$(hostns "$i")" "$PY" "$W/signers.py" "$(rpc_url "$i")" "$lo" "$hi" |
+            grep -qx "$c" && return 0
+    done
+    return 1
+}
+out_of_view() { cli "$1" --json status 2>/dev/null | grep -q '"out_of_view": true'; }
+
 chains_agree() {
     local tag=$1 i min=-1 n
     shift
@@ -475,6 +506,14 @@ for i in "${ALL[@]}"; do views="$views${views:+,}$(view "$i")"; done
 heal_s=$(secs_since "$t")
 heal_tps=$LOAD_TPS
 say "heal: $LOAD_COMMITTED committed on all four ($LOAD_TPS tx/s), height $final_h everywhere, identical chain and app hashes at heights 1..$final_h (views [$views])"
+# Both cut replicas vote again (issue 12, part 2): their COMMITs are in certificates of the
+# blocks the heal's load committed, and neither is left out of the view the others use.
+for c in "$c1" "$c2"; do
+    signed_after "$c" $((hmax_after + 1)) "$final_h" "${ALL[@]}" ||
+        fail "heal: host $c's COMMITs are in no certificate of heights $((hmax_after + 1))..$final_h: it only follows"
+    ! out_of_view "$c" || fail "heal: host $c reports itself out of the view the others use"
+done
+say "heal: hosts $c1 and $c2 signed COMMITs in the certificates of heights $((hmax_after + 1))..$final_h"
 
 alive_all
 total_s=$(secs_since "$T0")

@@ -37,7 +37,8 @@
 
 /* The health method's result on a replica with sound storage (rpc.c, m_health). */
 #define HEALTH_OK                                                                                  \
-    "\"result\":{\"status\":\"ok\",\"storage\":\"ok\",\"corrupt_reads\":\"0\",\"repaired\":\"0\"}"
+    "\"result\":{\"status\":\"ok\",\"storage\":\"ok\",\"consensus\":\"ok\",\"corrupt_reads\":"     \
+    "\"0\",\"repaired\":\"0\"}"
 
 #define BASE_PORT 30000 /* below the kernel's ephemeral range (32768..) */
 #define RPC_URL "http://127.0.0.1:30100"
