@@ -206,9 +206,10 @@ void pbft_chain_next(const pbft_digest *prev, const pbft_digest *d, pbft_digest 
  *               list of signed COMMIT (the certificate; may be empty for an uncommitted
  *               block asked for by digest) }
  *   REQUEST:    tx_len u32, tx (a client transaction forwarded by a replica)
- *   COMPLAINT (9): view u64, reason u8 (0 slow, 1 unfair, 2 timeout; others are refused): a backup's
- *               signed statement that the primary of `view` is not making the progress it
- *               should (primary monitoring; replica.c, docs/protocol.md)
+ *   COMPLAINT (9): view u64, reason u8 (0 slow, 1 unfair, 2 timeout; others are refused):
+ *               a replica's signed wish to leave `view`: its primary is not making the
+ *               progress it should (primary monitoring), or a timer expired in it
+ *               (replica.c, count_complaint; docs/protocol.md sections 8 and 11)
  * where "list of X" = count u16 (<= PBFT_MAX_N, except the NEWVIEW pre-prepare list which is
  * <= PBFT_MAX_WINDOW), then count times { len u32, signed message of type X }. Embedded
  * messages are fully structure-checked by the decoder, including their declared type.
