@@ -728,8 +728,7 @@ static uint64_t sim_node_view(const sim *s, int node)
     return r != NULL ? pbft_replica_view(r) : UINT64_MAX;
 }
 
-static int partition_rejoin(uint64_t seed, bool verbose, const char *name, int how,
-                            uint64_t length)
+static int partition_rejoin(uint64_t seed, bool verbose, const char *name, int how, uint64_t length)
 {
     sim_options o;
     sim_options_defaults(&o, 4, seed);
