@@ -96,6 +96,7 @@ int main(int argc, char **argv)
     }
     uint8_t chain[32];
     keys_sha256((const uint8_t *)g.chain_id, strnlen(g.chain_id, sizeof g.chain_id), chain);
+    genesis_free(&g); /* only its chain id is needed */
     store *s;
     if (store_open(db, chain, &s, err, sizeof err) != STORE_OK) {
         fprintf(stderr, "pbft-tamper: %s\n", err);
