@@ -62,6 +62,11 @@
 /* A view that differs from the one the others work in this long is reported (status, health,
  * /metrics, event log): longer than a view change normally takes. */
 #define NODE_OUT_OF_VIEW_MS 5000
+/* Committed blocks whose records passed node_read_block's checks, by a fingerprint of every
+ * byte read: the same record read again is not verified again (3 signature checks and a
+ * Merkle root made a block read 7 times slower: 194 against 27 microseconds). A record that
+ * changes in any byte has another fingerprint and is checked in full. */
+#define NODE_VCACHE_SLOTS 4096
 #define NODE_REPAIR_MAX 64
 #define NODE_REPAIR_SPAN 16
 #define NODE_REPAIR_RETRY_MS 500
@@ -213,6 +218,11 @@ struct node {
     uint64_t corrupt_lowest; /* lowest such height; 0: none */
     /* Heights waiting to be fetched again from peers, ascending, under rpmu (RPC threads add
      * to it through node_read_block); the rest is the loop's. */
+    pthread_mutex_t vcmu; /* guards vcache */
+    struct vcent {
+        uint64_t height;
+        uint8_t fp[32];
+    } * vcache;
     pthread_mutex_t rpmu;
     uint64_t rp_h[NODE_REPAIR_MAX];
     size_t rp_n;
@@ -1213,6 +1223,51 @@ static bool rp_wants(node *n, uint64_t height, uint64_t *lowest, uint64_t *highe
     return want;
 }
 
+/* record_fp: SHA-256 over everything a block record read back holds. */
+static void record_fp(const store_block_read *b, uint8_t fp[32])
+{
+    uint8_t hdr[8 + 8 + 32 + 32 + 32 + 2];
+    for (int i = 0; i < 8; i++) {
+        hdr[i] = (uint8_t)(b->height >> (56 - 8 * i));
+        hdr[8 + i] = (uint8_t)(b->view >> (56 - 8 * i));
+    }
+    memcpy(hdr + 16, b->digest.b, 32);
+    memcpy(hdr + 48, b->chain.b, 32);
+    memcpy(hdr + 80, b->app_hash, 32);
+    hdr[112] = (uint8_t)(b->cert_count >> 8);
+    hdr[113] = (uint8_t)b->cert_count;
+    keys_sha256_ctx c;
+    keys_sha256_init(&c);
+    keys_sha256_update(&c, hdr, sizeof hdr);
+    keys_sha256_update(&c, b->block, b->block_n);
+    keys_sha256_update(&c, b->cert, b->cert_n);
+    keys_sha256_final(&c, fp);
+}
+
+/* checked_block: block_check, skipped for a record checked before byte for byte. */
+static const char *checked_block(node *n, uint64_t height, const store_block_read *b)
+{
+    uint8_t fp[32];
+    record_fp(b, fp);
+    struct vcent *e = n->vcache != NULL ? &n->vcache[height % NODE_VCACHE_SLOTS] : NULL;
+    bool seen = false;
+    if (e != NULL) {
+        pthread_mutex_lock(&n->vcmu);
+        seen = e->height == height && memcmp(e->fp, fp, 32) == 0;
+        pthread_mutex_unlock(&n->vcmu);
+    }
+    if (seen)
+        return NULL;
+    const char *why = block_check(n, height, b);
+    if (why == NULL && e != NULL) {
+        pthread_mutex_lock(&n->vcmu);
+        e->height = height;
+        memcpy(e->fp, fp, 32);
+        pthread_mutex_unlock(&n->vcmu);
+    }
+    return why;
+}
+
 int node_read_block(node *n, uint64_t height, store_block_read *out, const char **why)
 {
     memset(out, 0, sizeof *out);
@@ -1220,7 +1275,7 @@ int node_read_block(node *n, uint64_t height, store_block_read *out, const char 
     int rc = store_get_block(n->st, height, out);
     uint64_t head = 0;
     if (rc == STORE_OK)
-        *why = block_check(n, height, out);
+        *why = checked_block(n, height, out);
     else if (rc == STORE_E_CORRUPT)
         *why = "the stored value does not have the block record's shape";
     else if (rc == STORE_E_IO)
@@ -1919,6 +1974,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->mmu, NULL);
     pthread_mutex_init(&n->rpmu, NULL);
+    pthread_mutex_init(&n->vcmu, NULL);
     for (int i = 0; i < NODE_TXC_STRIPES; i++)
         pthread_mutex_init(&n->txc_mu[i], NULL);
     pthread_cond_init(&n->cv, NULL);
@@ -2071,6 +2127,7 @@ int node_open(const node_options *o, node **out, char *err, size_t errlen)
             goto fail;
     }
     n->lat = calloc(NODE_LAT_SLOTS, sizeof *n->lat);
+    n->vcache = calloc(NODE_VCACHE_SLOTS, sizeof *n->vcache); /* NULL: every read checked */
     n->txc = calloc(NODE_TXC_SLOTS, sizeof *n->txc);
     n->dup = calloc(NODE_DUP_SLOTS, sizeof *n->dup);
     n->txcache = (pbft_txcache){txc_seen, txc_add, n};
@@ -2433,6 +2490,8 @@ int node_close(node *n)
         pthread_mutex_destroy(&n->txc_mu[i]);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->rpmu);
+    pthread_mutex_destroy(&n->vcmu);
+    free(n->vcache);
     pthread_mutex_destroy(&n->mmu);
     pthread_cond_destroy(&n->cv);
     pthread_cond_destroy(&n->vcv);
