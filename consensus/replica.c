@@ -2002,6 +2002,20 @@ static void on_far_checkpoint(pbft_replica *r, const pbft_env *e, const pbft_ckp
  * request, not one per claim it signs (each fresh inflated claim used to reopen the
  * transfer, and the replica stayed "catching up" for good). Returns the trusted replica
  * with the highest claim. */
+/* nth_largest returns the (i+1)-th largest of v[0..k) (i < k), reordering v: with i = f,
+ * the value that at least one correct replica's report reaches or exceeds. */
+static uint64_t nth_largest(uint64_t *v, uint16_t k, uint16_t i)
+{
+    for (uint16_t a = 0; a <= i && a < k; a++) /* partial selection sort; k <= PBFT_MAX_N */
+        for (uint16_t b = (uint16_t)(a + 1); b < k; b++)
+            if (v[b] > v[a]) {
+                uint64_t t = v[a];
+                v[a] = v[b];
+                v[b] = t;
+            }
+    return v[i];
+}
+
 static uint16_t retarget(pbft_replica *r)
 {
     uint64_t top[PBFT_MAX_N];
@@ -2016,16 +2030,9 @@ static uint16_t retarget(pbft_replica *r)
             best_j = j;
         }
     }
-    /* partial selection sort: the (f+1)-th largest */
-    for (uint16_t i = 0; i <= r->f && i < k; i++)
-        for (uint16_t j = (uint16_t)(i + 1); j < k; j++)
-            if (top[j] > top[i]) {
-                uint64_t t = top[i];
-                top[i] = top[j];
-                top[j] = t;
-            }
-    if (r->f < k && top[r->f] > r->st_proven)
-        r->st_proven = top[r->f];
+    uint64_t proven = r->f < k ? nth_largest(top, k, r->f) : 0;
+    if (proven > r->st_proven)
+        r->st_proven = proven;
     r->st_target = best > r->st_proven ? best : r->st_proven;
     return best_j;
 }
@@ -3704,8 +3711,7 @@ static void on_tick(pbft_replica *r)
              * and move on f+1 complaints (count_complaint): a replica cut off from the
              * others would otherwise climb views alone and stay out after the heal (issue
              * 12). The complaint is repeated every T while the timer keeps expiring. */
-            uint64_t v = r->view;
-            r->own_timeout = v + 1;
+            r->own_timeout = r->view + 1;
             r->req_deadline = r->now + r->T;
             send_complaint(r, PBFT_COMPLAINT_TIMEOUT, r->T);
         }
@@ -4385,16 +4391,7 @@ uint64_t pbft_replica_others_view(const pbft_replica *r)
     for (uint16_t j = 0; j < r->c.n; j++)
         if (j != r->c.id && r->pview[j] > 0)
             top[k++] = r->pview[j] - 1;
-    if (k < r->f + 1)
-        return UINT64_MAX;
-    for (uint16_t a = 0; a < k; a++) /* k <= PBFT_MAX_N: a selection sort is enough */
-        for (uint16_t b = (uint16_t)(a + 1); b < k; b++)
-            if (top[b] > top[a]) {
-                uint64_t t = top[a];
-                top[a] = top[b];
-                top[b] = t;
-            }
-    return top[r->f];
+    return k < r->f + 1 ? UINT64_MAX : nth_largest(top, k, r->f);
 }
 uint16_t pbft_replica_primary(const pbft_replica *r)
 {

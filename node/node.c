@@ -1388,7 +1388,11 @@ static void repair_offer(node *n, const uint8_t *p, size_t len)
  * predecessor was the one at fault) leaves the queue without a fetch. Loop thread. */
 static void repair_tick(node *n)
 {
-    uint64_t lo, hi;
+    uint64_t lo, hi, t = now_ms(n);
+    /* Paced as the requests: the loop runs this every iteration, thousands a second under
+     * load, and a recheck costs three signature checks. */
+    if (t < n->rp_next_ms || n->pc.n < 2)
+        return;
     for (;;) {
         rp_wants(n, 0, &lo, &hi);
         if (lo == 0)
@@ -1403,9 +1407,6 @@ static void repair_tick(node *n)
         log_msg(LOG_INFO, "storage repair: committed block %llu passes its checks again",
                 (unsigned long long)lo);
     }
-    uint64_t t = now_ms(n);
-    if (t < n->rp_next_ms || n->pc.n < 2)
-        return;
     uint64_t to = hi - lo + 1 > NODE_REPAIR_SPAN ? lo + NODE_REPAIR_SPAN - 1 : hi;
     n->rp_peer = (uint16_t)((n->rp_peer + 1) % n->pc.n);
     if (n->rp_peer == n->pc.id)
